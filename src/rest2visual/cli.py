@@ -1,0 +1,68 @@
+"""The ``rest2visual`` command: one subcommand per workflow stage.
+
+Each subcommand lives in its stage's module as ``main(argv) -> int`` with its own
+argparse parser; this dispatcher imports it lazily, so preprocessing commands
+never import torch.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+#: subcommand → "module:function" (the function takes argv and returns an exit code)
+COMMANDS = {
+    "simulate-nsd": ("rest2visual.nsd.simulate.cli:main",
+                     "write a simulated NSD (NSD's keys and formats) plus its ground truth"),
+    "download": ("rest2visual.nsd.download:main",
+                 "download NSD keys from S3 anonymously, verified and atomic"),
+    "plan": ("rest2visual.plan:main",
+             "print the jobs, download size and compute estimate of a configuration"),
+    "register": ("rest2visual.preprocess.registration:main",
+                 "register a subject's anatomy to MNI152 with ANTs"),
+    "rest-map": ("rest2visual.preprocess.rest_map:main",
+                 "PCC seed connectivity z-map of one session's rest runs, in MNI"),
+    "evoked": ("rest2visual.preprocess.evoked:main",
+               "one session's trial betas scaled, in MNI, brain-masked"),
+    "pack": ("rest2visual.dataset.pack:main", "pack (rest map, image, beta) triplets into HDF5"),
+    "validate-pack": ("rest2visual.dataset.validate:main", "check a triplet pack"),
+    "splits": ("rest2visual.dataset.splits:main", "write the split files of every protocol"),
+    "embed-images": ("rest2visual.dataset.embeddings:main",
+                     "cache frozen image-encoder embeddings of the packed images"),
+    "train": ("rest2visual.model.train:main", "train Rest2Visual on a pack and a split"),
+    "predict": ("rest2visual.model.predict:main",
+                "predict evoked MNI beta maps from a rest map (or run) and images"),
+    "evaluate": ("rest2visual.evaluate.run:main",
+                 "metrics, baselines and ablations on a split's test rows"),
+    "figures": ("rest2visual.figures.make:main", "draw the paper's figures"),
+}
+
+
+def _usage() -> str:
+    width = max(map(len, COMMANDS))
+    lines = ["usage: rest2visual COMMAND [options]", "", "commands:"]
+    lines += [f"  {name:<{width}}  {help_}" for name, (_, help_) in COMMANDS.items()]
+    lines += ["", "rest2visual COMMAND --help shows a command's options."]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(_usage())
+        return 0
+    if argv[0] in ("-V", "--version"):
+        from rest2visual import __version__
+
+        print(__version__)
+        return 0
+    name, rest = argv[0], argv[1:]
+    if name not in COMMANDS:
+        print(f"rest2visual: unknown command {name!r}\n\n{_usage()}", file=sys.stderr)
+        return 2
+    module, func = COMMANDS[name][0].split(":")
+    return int(getattr(importlib.import_module(module), func)(rest) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""figures stage of the rest2visual workflow."""

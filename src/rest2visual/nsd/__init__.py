@@ -1,0 +1,1 @@
+"""nsd stage of the rest2visual workflow."""

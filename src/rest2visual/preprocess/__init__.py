@@ -1,0 +1,1 @@
+"""preprocess stage of the rest2visual workflow."""
