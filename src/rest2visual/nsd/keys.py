@@ -132,7 +132,6 @@ def needed_keys(config: dict) -> list[NeededKey]:
     space, version = nsd["space"], nsd["beta_version"]
     keys = [
         NeededKey(EXPDESIGN, "expdesign", "the trial → image mapping (all subjects)"),
-        NeededKey(STIM_INFO, "stim_info", "the stimulus table (all subjects)"),
         NeededKey(STIMULI, "stimuli", "the images shown (all subjects)"),
     ]
     for s in nsd["subjects"]:

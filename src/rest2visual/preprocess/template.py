@@ -86,3 +86,21 @@ def mni_brain_mask(resolution_mm: float = 2.0):
 
     grid = mni_grid(resolution_mm)
     return nib.Nifti1Image(_resampled("mask", float(resolution_mm)).copy(), grid.affine)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``rest2visual template``: write the MNI template and brain mask on the target grid."""
+    import argparse
+
+    from rest2visual.atomic import save_nifti
+
+    parser = argparse.ArgumentParser(prog="rest2visual template", description=main.__doc__)
+    parser.add_argument("--resolution", type=float, required=True, help="voxel size, mm")
+    parser.add_argument("--template", required=True, help="output T1 template NIfTI")
+    parser.add_argument("--mask", required=True, help="output brain mask NIfTI")
+    args = parser.parse_args(argv)
+    save_nifti(mni_template(args.resolution), args.template)
+    save_nifti(mni_brain_mask(args.resolution), args.mask)
+    grid = mni_grid(args.resolution)
+    print(f"MNI152 grid {grid.shape} at {args.resolution:g} mm → {args.template}, {args.mask}")
+    return 0

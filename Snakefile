@@ -1,0 +1,30 @@
+# rest2visual: Natural Scenes Dataset → MNI registration → PCC rest maps + evoked betas
+# → HDF5 triplets → Rest2Visual training → evaluation, figures and report.
+# Stage logic lives in the rest2visual package; each rule file below is thin glue.
+
+from snakemake.utils import min_version, validate
+
+min_version("9.0")
+
+
+configfile: "config/config.yaml"
+
+
+validate(config, "workflow/schemas/config.schema.yaml", set_default=True)
+
+
+report: "workflow/report/workflow.rst"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/nsd.smk"
+include: "workflow/rules/registration.smk"
+include: "workflow/rules/rest.smk"
+include: "workflow/rules/evoked.smk"
+include: "workflow/rules/dataset.smk"
+
+
+rule all:
+    default_target: True
+    input:
+        TARGETS,

@@ -1,0 +1,303 @@
+"""Similarity between predicted and measured evoked maps (paper Section 4).
+
+Every map is an in-mask vector: a row of an (N samples, V voxels) array whose
+columns are the evaluation region's voxels (full brain or visual cortex, MNI).
+Per-sample metrics first z-score each map over the region's voxels, so that
+Pearson, MAE and SSIM compare spatial patterns on one scale whatever the
+units of the model (betas in % signal change, rest maps in z).
+
+Inputs may be float16/float32 (the pack's storage types); all arithmetic is
+done in float64, in blocks of rows so that a (1000, 230k) test set does not
+need a float64 copy of the whole array at once.
+
+A map that is constant over the region has no z-score: its row becomes NaN
+(as in ``scipy.stats.zscore``) and so do its Pearson, MAE and SSIM; summaries
+report how many samples were finite. Non-finite inputs are an InputError.
+"""
+
+from __future__ import annotations
+
+from typing import Iterator, Mapping
+
+import numpy as np
+import pandas as pd
+from scipy import ndimage
+
+from rest2visual.checks import InputError
+
+#: default ROI labels of the visual-cortex atlas (label value → name)
+VISUAL_ROIS: dict[int, str] = {1: "V1", 2: "V2", 3: "V3", 4: "V4", 5: "V5"}
+
+#: float64 elements processed at once by the blocked row functions (~128 MB)
+_BLOCK_ELEMENTS = 2**24
+
+# Wang et al. (2004) constants, as skimage's defaults
+_K1, _K2 = 0.01, 0.03
+_GAUSSIAN_SIGMA, _GAUSSIAN_TRUNCATE = 1.5, 3.5
+
+
+def as_finite(x, what: str = "maps", *, ndim: int = 2) -> np.ndarray:
+    """Return ``x`` as an array of ``ndim`` dimensions, or raise InputError (non-finite, wrong ndim)."""
+    x = np.asarray(x)
+    if x.ndim == 1 and ndim == 2:
+        x = x[None, :]
+    if x.ndim != ndim:
+        raise InputError(f"{what}: expected a {ndim}D array, got shape {x.shape}")
+    if not np.issubdtype(x.dtype, np.number):
+        raise InputError(f"{what}: expected numbers, got dtype {x.dtype}")
+    if not np.all(np.isfinite(x)):
+        bad = int(np.size(x) - np.count_nonzero(np.isfinite(x)))
+        raise InputError(f"{what}: {bad} non-finite values (NaN/inf) of {x.size}; expected finite maps")
+    return x
+
+
+def check_pair(pred, true, what: str = "prediction vs measurement") -> tuple[np.ndarray, np.ndarray]:
+    """Validate two (N, V) arrays of equal shape (1D inputs become one row)."""
+    pred = as_finite(pred, f"{what}: predicted")
+    true = as_finite(true, f"{what}: measured")
+    if pred.shape != true.shape:
+        raise InputError(f"{what}: predicted maps have shape {pred.shape}, measured {true.shape}; expected equal")
+    if pred.shape[1] < 2:
+        raise InputError(f"{what}: need at least 2 voxels per map, got {pred.shape[1]}")
+    return pred, true
+
+
+def row_blocks(n_rows: int, n_cols: int) -> Iterator[slice]:
+    """Slices of rows so that one block holds about ``_BLOCK_ELEMENTS`` float64 values."""
+    step = max(1, _BLOCK_ELEMENTS // max(1, n_cols))
+    for start in range(0, n_rows, step):
+        yield slice(start, min(n_rows, start + step))
+
+
+def zscore_rows(x) -> np.ndarray:
+    """Z-score each row of ``x`` (N, V) over its V voxels (mean 0, std 1 with ddof=0), float64.
+
+    A constant row becomes NaN (its z-score is undefined).
+    """
+    x = np.asarray(x, dtype=np.float64)
+    mean = x.mean(axis=-1, keepdims=True)
+    centred = x - mean
+    std = np.sqrt(np.mean(centred * centred, axis=-1, keepdims=True))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(std > 0, centred / np.where(std > 0, std, 1.0), np.nan)
+
+
+def pearson_rows(pred, true) -> np.ndarray:
+    """(N,) Pearson correlation between ``pred[i]`` and ``true[i]`` over the V voxels of the region."""
+    pred, true = check_pair(pred, true, "pearson_rows")
+    out = np.empty(pred.shape[0])
+    for rows in row_blocks(*pred.shape):
+        out[rows] = np.mean(zscore_rows(pred[rows]) * zscore_rows(true[rows]), axis=1)
+    return out
+
+
+def mae_rows(pred, true) -> np.ndarray:
+    """(N,) mean absolute error over voxels after z-scoring both maps within the region (units: SD)."""
+    pred, true = check_pair(pred, true, "mae_rows")
+    out = np.empty(pred.shape[0])
+    for rows in row_blocks(*pred.shape):
+        out[rows] = np.mean(np.abs(zscore_rows(pred[rows]) - zscore_rows(true[rows])), axis=1)
+    return out
+
+
+def pearson_voxels(pred, true) -> np.ndarray:
+    """(V,) Pearson correlation per voxel across the N samples (no per-map z-scoring).
+
+    This is the voxelwise encoding accuracy that the noise ceiling refers to,
+    so the maps are used as given (trial betas), not z-scored per sample.
+    """
+    pred, true = check_pair(pred, true, "pearson_voxels")
+    if pred.shape[0] < 2:
+        raise InputError(f"pearson_voxels: need at least 2 samples, got {pred.shape[0]}")
+    out = np.empty(pred.shape[1])
+    n_rows, n_cols = pred.shape
+    step = max(1, _BLOCK_ELEMENTS // n_rows)
+    for start in range(0, n_cols, step):
+        cols = slice(start, min(n_cols, start + step))
+        out[cols] = np.mean(zscore_rows(pred[:, cols].T) * zscore_rows(true[:, cols].T), axis=1)
+    return out
+
+
+def rdm(maps) -> np.ndarray:
+    """(N, N) representational dissimilarity matrix: 1 − Pearson correlation between samples."""
+    z = zscore_rows(as_finite(maps, "rdm"))
+    return 1.0 - (z @ z.T) / z.shape[1]
+
+
+def rsa(pred, true) -> float:
+    """Pearson correlation between the upper triangles (k=1) of the predicted and measured RDMs.
+
+    Needs N ≥ 3 samples (at least 3 dissimilarities). Second-order: it asks
+    whether the prediction ranks pairs of stimuli as alike as the brain does.
+    """
+    pred, true = check_pair(pred, true, "rsa")
+    if pred.shape[0] < 3:
+        raise InputError(f"rsa: need at least 3 samples for a representational comparison, got {pred.shape[0]}")
+    upper = np.triu_indices(pred.shape[0], k=1)
+    a, b = rdm(pred)[upper], rdm(true)[upper]
+    return float(np.corrcoef(a, b)[0, 1])
+
+
+def ssim3d(
+    pred_vol,
+    true_vol,
+    *,
+    mask=None,
+    win_size: int = 7,
+    data_range: float | None = None,
+    gaussian: bool = False,
+) -> float:
+    """Mean 3D structural similarity of two volumes (X, Y, Z) on the same grid.
+
+    Local statistics use a uniform ``win_size``³ window (``gaussian=False``) or a
+    Gaussian window of σ = 1.5 voxels truncated at 3.5σ (11 taps; ``win_size``
+    is then 11, as in skimage and Wang et al. 2004), with ``scipy.ndimage``
+    'reflect' borders, the sample (N−1) covariance, K1 = 0.01 and K2 = 0.03.
+
+    ``data_range`` defaults to max(true) − min(true) over the whole volume (the
+    measured map fixes the dynamic range, so a prediction cannot change C1, C2).
+    Without ``mask`` the result is the mean SSIM over the volume less a border of
+    (win_size − 1)/2 voxels, which equals ``skimage.metrics.structural_similarity``
+    with the same window and data range. With a boolean ``mask`` (X, Y, Z) it is
+    the mean over the mask's voxels instead (no border cropping).
+    """
+    pred_vol = as_finite(pred_vol, "ssim3d: predicted volume", ndim=3)
+    true_vol = as_finite(true_vol, "ssim3d: measured volume", ndim=3)
+    if pred_vol.shape != true_vol.shape:
+        raise InputError(f"ssim3d: volume shapes differ: predicted {pred_vol.shape}, measured {true_vol.shape}")
+    if mask is not None:
+        mask = np.asarray(mask, dtype=bool)
+        if mask.shape != true_vol.shape:
+            raise InputError(f"ssim3d: mask shape {mask.shape} differs from the volumes' {true_vol.shape}")
+    if data_range is None:
+        data_range = float(true_vol.max() - true_vol.min())
+    return float(_ssim_stack(pred_vol[..., None], true_vol[..., None], np.array([data_range]),
+                             win_size=win_size, gaussian=gaussian, mask=mask)[0])
+
+
+def ssim_rows(pred, true, grid, *, region=None, over_region: bool = False, win_size: int = 7,
+              gaussian: bool = False, batch: int = 8) -> np.ndarray:
+    """(N,) 3D SSIM of each sample, from in-mask vectors on a :class:`~rest2visual.maskvec.MaskedGrid`.
+
+    ``pred``/``true``: (N, grid.n_voxels) in-mask vectors (MNI). ``region``: an
+    optional boolean (grid.n_voxels,) selecting the evaluation region (e.g. the
+    visual cortex); each map is z-scored over the region's voxels and scattered
+    into the grid with 0 elsewhere — so voxels outside the region agree
+    perfectly, as they do in full-volume SSIM of masked maps. ``data_range`` is
+    each measured volume's max − min. The mean runs over the cropped volume
+    (skimage's convention, the default) or, with ``over_region``, over the
+    region's voxels only. ``batch`` volumes are filtered at once (memory:
+    about 12 × batch × grid size × 8 bytes).
+    """
+    pred, true = check_pair(pred, true, "ssim_rows")
+    if pred.shape[1] != grid.n_voxels:
+        raise InputError(f"ssim_rows: maps have {pred.shape[1]} voxels, the grid's mask has {grid.n_voxels}")
+    region = np.ones(grid.n_voxels, bool) if region is None else np.asarray(region, dtype=bool)
+    if region.shape != (grid.n_voxels,):
+        raise InputError(f"ssim_rows: region must be a boolean ({grid.n_voxels},) vector, got {region.shape}")
+    region_mask = np.zeros(grid.shape, bool)
+    region_mask[grid.mask] = region
+    flat = grid.flat_index()[region]
+    out = np.empty(pred.shape[0])
+    for start in range(0, pred.shape[0], batch):
+        rows = slice(start, min(pred.shape[0], start + batch))
+        vols = []
+        for maps in (pred[rows], true[rows]):
+            stack = np.zeros((maps.shape[0], int(np.prod(grid.shape))))
+            stack[:, flat] = zscore_rows(maps[:, region])
+            vols.append(np.moveaxis(stack.reshape((-1,) + grid.shape), 0, -1))
+        ranges = vols[1].max(axis=(0, 1, 2)) - vols[1].min(axis=(0, 1, 2))
+        out[rows] = _ssim_stack(vols[0], vols[1], ranges, win_size=win_size, gaussian=gaussian,
+                                mask=region_mask if over_region else None)
+    return out
+
+
+def _ssim_stack(x, y, data_range, *, win_size, gaussian, mask) -> np.ndarray:
+    """SSIM of volume stacks (X, Y, Z, B) filtered along the three spatial axes only → (B,)."""
+    if gaussian:
+        win_size = 2 * int(_GAUSSIAN_TRUNCATE * _GAUSSIAN_SIGMA + 0.5) + 1
+
+        def smooth(a):
+            return ndimage.gaussian_filter(a, sigma=(_GAUSSIAN_SIGMA,) * 3 + (0,),
+                                           truncate=_GAUSSIAN_TRUNCATE, mode="reflect")
+    else:
+        def smooth(a):
+            return ndimage.uniform_filter(a, size=(win_size,) * 3 + (1,), mode="reflect")
+    if win_size < 3 or win_size % 2 == 0:
+        raise InputError(f"ssim: win_size must be an odd number ≥ 3, got {win_size}")
+    if min(x.shape[:3]) < win_size:
+        raise InputError(f"ssim: window {win_size} exceeds the volume extent {x.shape[:3]}")
+    data_range = np.asarray(data_range, dtype=np.float64)
+    if np.any(~(data_range > 0)):
+        raise InputError(f"ssim: data_range must be > 0 (a constant measured volume has none), got {data_range}")
+    x = np.asarray(x, dtype=np.float64)
+    y = np.asarray(y, dtype=np.float64)
+    cov_norm = win_size**3 / (win_size**3 - 1)  # sample covariance, skimage's default
+    ux, uy = smooth(x), smooth(y)
+    vx = cov_norm * (smooth(x * x) - ux * ux)
+    vy = cov_norm * (smooth(y * y) - uy * uy)
+    vxy = cov_norm * (smooth(x * y) - ux * uy)
+    c1, c2 = (_K1 * data_range) ** 2, (_K2 * data_range) ** 2
+    s = ((2 * ux * uy + c1) * (2 * vxy + c2)) / ((ux**2 + uy**2 + c1) * (vx + vy + c2))
+    if mask is not None:
+        return s[mask].mean(axis=0)
+    pad = (win_size - 1) // 2
+    return s[pad:-pad, pad:-pad, pad:-pad].reshape(-1, s.shape[-1]).mean(axis=0)
+
+
+def per_roi(pred, true, labels, names: Mapping[int, str] | None = None) -> pd.DataFrame:
+    """Per-ROI Pearson: each map z-scored within the ROI, correlated per sample.
+
+    ``labels``: (V,) integer ROI label of every voxel (0 = none), aligned with the
+    columns of ``pred``/``true`` (N, V). ``names``: label → ROI name (default
+    V1–V5 = 1–5). Returns one row per ROI: roi, metric ('pearson'), mean, std
+    (over samples, ddof=0), n (finite samples), n_voxels. An ROI with fewer than
+    2 voxels gets NaN statistics rather than an error, so one tiny area at a
+    coarse resolution does not stop the table.
+    """
+    pred, true = check_pair(pred, true, "per_roi")
+    labels = np.asarray(labels)
+    if labels.shape != (pred.shape[1],):
+        raise InputError(f"per_roi: labels must have shape ({pred.shape[1]},) like the maps' voxels, got {labels.shape}")
+    names = dict(VISUAL_ROIS if names is None else names)
+    records = []
+    for label, name in names.items():
+        in_roi = labels == label
+        n_voxels = int(in_roi.sum())
+        r = pearson_rows(pred[:, in_roi], true[:, in_roi]) if n_voxels >= 2 else np.full(len(pred), np.nan)
+        records.append({"roi": name, "metric": "pearson", **describe(r), "n_voxels": n_voxels})
+    return pd.DataFrame.from_records(records)
+
+
+def describe(values) -> dict:
+    """Mean, std (ddof=0) and count of the finite entries of ``values``."""
+    values = np.asarray(values, dtype=np.float64).ravel()
+    finite = values[np.isfinite(values)]
+    if finite.size == 0:
+        return {"mean": np.nan, "std": np.nan, "n": 0}
+    return {"mean": float(finite.mean()), "std": float(finite.std()), "n": int(finite.size)}
+
+
+def region_scores(pred, true, *, grid=None, region=None, labels: Mapping[str, object] | None = None) -> pd.DataFrame:
+    """Long table of the paper's Table 1 metrics for one method on one evaluation region.
+
+    ``pred``/``true``: (N, V) in-mask vectors on ``grid`` (a MaskedGrid; needed
+    for SSIM, which is skipped when ``grid`` is None); ``region``: boolean (V,)
+    selecting the region's voxels (None = all, the full brain). ``labels``
+    (e.g. {'method': 'Rest2Visual', 'region': 'VC'}) become leading columns.
+    Returns columns ``*labels, metric, sample, value``: one row per sample for
+    pearson, mae and ssim, and one row (sample = -1) for rsa, a set-level score.
+    """
+    pred, true = check_pair(pred, true, "region_scores")
+    sel = slice(None) if region is None else np.asarray(region, dtype=bool)
+    p, t = pred[:, sel], true[:, sel]
+    per_sample = {"pearson": pearson_rows(p, t), "mae": mae_rows(p, t)}
+    if grid is not None:
+        per_sample["ssim"] = ssim_rows(pred, true, grid, region=region)
+    frames = [pd.DataFrame({"metric": m, "sample": np.arange(len(v)), "value": v}) for m, v in per_sample.items()]
+    if len(p) >= 3:
+        frames.append(pd.DataFrame({"metric": ["rsa"], "sample": [-1], "value": [rsa(p, t)]}))
+    out = pd.concat(frames, ignore_index=True)
+    for i, (key, value) in enumerate((labels or {}).items()):
+        out.insert(i, key, value)
+    return out

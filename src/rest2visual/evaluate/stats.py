@@ -1,0 +1,94 @@
+"""Signal quality of maps in visual cortex (SNR, CNR) and the t-tests that compare them.
+
+The paper reports SNR and CNR of predicted and measured maps in visual cortex
+and compares methods with two-sided t-tests. Maps are (N samples, V voxels)
+in-mask vectors; ``roi`` and ``background`` are boolean (V,) selections of
+those voxels (e.g. visual cortex and the rest of the brain).
+
+Normalisation: each map is first z-scored over all V voxels it is given (the
+evaluation region, e.g. the full brain). SNR and CNR are ratios, so the
+map's scale cancels, but SNR also depends on the map's offset; z-scoring
+fixes that offset at the region's mean, so SNR reads "how far the ROI's mean
+response lies above the brain's mean, in units of the ROI's spatial SD".
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import stats
+
+from rest2visual.checks import InputError
+from rest2visual.evaluate.metrics import as_finite, row_blocks, zscore_rows
+
+
+def _selection(sel, n_voxels: int, what: str) -> np.ndarray:
+    sel = np.asarray(sel)
+    if sel.dtype != bool or sel.shape != (n_voxels,):
+        raise InputError(f"{what}: expected a boolean ({n_voxels},) voxel selection, got {sel.dtype} {sel.shape}")
+    if sel.sum() < 2:
+        raise InputError(f"{what}: selects {int(sel.sum())} voxels; need at least 2")
+    return sel
+
+
+def _roi_stats(vectors, roi, background=None):
+    """Per sample: ROI mean, ROI std (ddof=0) and background mean of z-scored maps."""
+    vectors = as_finite(vectors, "snr/cnr maps")
+    roi = _selection(roi, vectors.shape[1], "roi")
+    if background is not None:
+        background = _selection(background, vectors.shape[1], "background")
+    n = vectors.shape[0]
+    roi_mean, roi_std, bg_mean = np.empty(n), np.empty(n), np.empty(n)
+    for rows in row_blocks(*vectors.shape):
+        z = zscore_rows(vectors[rows])
+        roi_mean[rows] = z[:, roi].mean(axis=1)
+        roi_std[rows] = z[:, roi].std(axis=1)
+        if background is not None:
+            bg_mean[rows] = z[:, background].mean(axis=1)
+    return roi_mean, roi_std, bg_mean
+
+
+def snr(vectors, roi) -> np.ndarray:
+    """(N,) signal-to-noise ratio: ROI mean / ROI std (ddof=0) of each z-scored map.
+
+    Positive when the ROI responds above the region's mean, negative below; a
+    map constant within the ROI gives ±inf (or NaN when also zero-mean).
+    """
+    roi_mean, roi_std, _ = _roi_stats(vectors, roi)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return roi_mean / roi_std
+
+
+def cnr(vectors, roi, background=None) -> np.ndarray:
+    """(N,) contrast-to-noise ratio: (ROI mean − background mean) / ROI std of each z-scored map.
+
+    ``background`` defaults to every voxel outside ``roi``. Positive when the
+    ROI responds more than the background (the expected sign for visual cortex
+    under visual stimulation).
+    """
+    roi = np.asarray(roi)
+    if background is None and roi.dtype == bool:
+        background = ~roi
+    roi_mean, roi_std, bg_mean = _roi_stats(vectors, roi, background)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return (roi_mean - bg_mean) / roi_std
+
+
+def ttest_two_sided(a, b, *, paired: bool) -> tuple[float, float]:
+    """Two-sided t-test of mean(a) = mean(b); returns (t, p).
+
+    ``paired=True``: ``scipy.stats.ttest_rel`` on the same samples scored two ways
+    (e.g. SNR of predicted and measured maps of the same test trials), a and b
+    of equal length. ``paired=False``: Welch's ``ttest_ind`` (unequal variances).
+    Non-finite values are an InputError rather than silently dropped.
+    """
+    a = as_finite(np.ravel(a), "ttest: a", ndim=1)
+    b = as_finite(np.ravel(b), "ttest: b", ndim=1)
+    if min(a.size, b.size) < 2:
+        raise InputError(f"ttest: need at least 2 values per group, got {a.size} and {b.size}")
+    if paired:
+        if a.size != b.size:
+            raise InputError(f"ttest: a paired test needs equal lengths, got {a.size} and {b.size}")
+        res = stats.ttest_rel(a, b)
+    else:
+        res = stats.ttest_ind(a, b, equal_var=False)
+    return float(res.statistic), float(res.pvalue)

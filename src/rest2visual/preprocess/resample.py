@@ -1,0 +1,398 @@
+"""Resample native (functional-space) volumes and series onto the MNI grid.
+
+One subject's whole mapping MNI → native is read once, either from ANTs'
+composed displacement field (all registration transforms composed into one
+field on the MNI grid) or from NSD's own coordinate map, and turned into the
+native voxel coordinate of every MNI voxel. From these coordinates a sparse
+interpolation matrix ``W`` (MNI voxels × native voxels, ≤ 8 weights a row) is
+built once; every volume of a 4D series is then one sparse product, applied to
+chunks of volumes read in order, so memory stays at the output plus one chunk
+instead of ``antsApplyTransforms -e 3``'s several copies of the whole series.
+
+Interpolation follows ITK's ``LinearInterpolateImageFunction`` as used by
+``antsApplyTransforms``, so results agree with ANTs to float precision: a point
+is inside the native image when each continuous index lies in
+``[-0.5, n - 0.5)``; inside, the index is clamped to ``[0, n - 1]`` and
+interpolated trilinearly; outside, the value is 0.
+
+Spaces: NIfTI affines are RAS+ (nibabel), ITK/ANTs physical points and
+displacement vectors are LPS+; the two differ by negating x and y.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from rest2visual.checks import InputError, check_affine
+
+#: RAS ↔ LPS: negate x and y (its own inverse)
+LPS = np.diag([-1.0, -1.0, 1.0])
+#: volumes per sparse product in :meth:`MniResampler.series` (≈ 45 MB at 1.8 mm)
+DEFAULT_CHUNK = 16
+
+
+def _describe(img) -> str:
+    """A file name for error messages, or a description of an in-memory image."""
+    name = img.get_filename() if hasattr(img, "get_filename") else None
+    return str(name) if name else f"in-memory image {tuple(img.shape)}"
+
+
+def _grid_of(img) -> tuple[tuple[int, int, int], np.ndarray]:
+    return tuple(int(n) for n in img.shape[:3]), np.asarray(img.affine, dtype=float)
+
+
+def voxel_centres_mm(shape, affine) -> np.ndarray:
+    """RAS mm coordinates of every voxel centre of a grid, shape (X, Y, Z, 3)."""
+    ijk = np.stack(np.meshgrid(*(np.arange(n, dtype=float) for n in shape), indexing="ij"), -1)
+    return ijk @ affine[:3, :3].T + affine[:3, 3]
+
+
+def _interpolation_matrix(coords: np.ndarray, native_shape, order: int, row_ids=None,
+                          n_rows: int | None = None):
+    """Sparse matrix W with ``W @ native.ravel('F') == volume sampled at coords``.
+
+    coords : (N, 3) 0-based native voxel coordinates (NaN = no source).
+    row_ids : the matrix row of each coordinate (default 0..N-1), for a matrix of
+        ``n_rows`` rows (default N) whose other rows stay empty.
+    """
+    from scipy import sparse
+
+    row_ids = np.arange(coords.shape[0]) if row_ids is None else np.asarray(row_ids)
+    n_rows = coords.shape[0] if n_rows is None else int(n_rows)
+    dims = np.asarray(native_shape, dtype=float)
+    with np.errstate(invalid="ignore"):
+        inside = np.all((coords >= -0.5) & (coords < dims - 0.5), axis=1)
+    c = np.clip(coords[inside], 0.0, dims - 1)
+    row_ids = row_ids[inside]
+    strides = np.array([1, native_shape[0], native_shape[0] * native_shape[1]])
+    n_native = int(np.prod(native_shape))
+    if order == 0:
+        # ITK's nearest neighbour rounds half up
+        idx = np.floor(c + 0.5).astype(np.int64) @ strides
+        vals = np.ones(idx.size, dtype=np.float32)
+        return sparse.csr_matrix((vals, (row_ids, idx)), shape=(n_rows, n_native))
+    if order != 1:
+        raise ValueError(f"interpolation order must be 0 (nearest) or 1 (linear), got {order!r}")
+    base = np.floor(c).astype(np.int64)
+    frac = c - base
+    upper = np.minimum(base + 1, np.asarray(native_shape) - 1)
+    cols, weights = [], []
+    for corner in range(8):
+        pick = [(corner >> axis) & 1 for axis in range(3)]
+        ijk = np.where(pick, upper, base)
+        w = np.prod(np.where(pick, frac, 1.0 - frac), axis=1)
+        cols.append(ijk @ strides)
+        weights.append(w)
+    cols = np.concatenate(cols)
+    weights = np.concatenate(weights).astype(np.float32)
+    rws = np.tile(row_ids, 8)
+    keep = weights != 0
+    return sparse.csr_matrix((weights[keep], (rws[keep], cols[keep])), shape=(n_rows, n_native))
+
+
+class MniResampler:
+    """Maps native data (one subject's functional grid) onto an MNI grid.
+
+    Built once per subject; holds the native voxel coordinate of every MNI voxel
+    and lazily one sparse interpolation matrix per order.
+
+    Attributes
+    ----------
+    native_shape, native_affine : the native grid (X, Y, Z voxels; RAS mm affine).
+    target_shape, target_affine : the MNI grid.
+    source : where the mapping came from (file name), for error messages.
+    """
+
+    def __init__(self, coords: np.ndarray, native_shape, native_affine, target_shape,
+                 target_affine, source: str = "") -> None:
+        coords = np.asarray(coords, dtype=float)
+        if coords.shape != tuple(target_shape) + (3,):
+            raise ValueError(f"coordinates of shape {coords.shape} do not fit the target grid "
+                             f"{tuple(target_shape)} × 3")
+        self._coords = coords
+        self.native_shape = tuple(int(n) for n in native_shape)
+        self.native_affine = np.asarray(native_affine, dtype=float)
+        self.target_shape = tuple(int(n) for n in target_shape)
+        self.target_affine = np.asarray(target_affine, dtype=float)
+        self.source = source
+        self._matrices: dict[tuple, object] = {}
+
+    # --- construction -------------------------------------------------------
+    @classmethod
+    def from_composite(cls, composite_path, native_img) -> "MniResampler":
+        """From an ANTs composed displacement field (MNI grid, LPS mm vectors).
+
+        composite_path : the field written by :func:`register_to_mni`
+            (``…_desc-composite_xfm.nii.gz``, X×Y×Z×1×3, ITK's vector NIfTI).
+        native_img : any image on the registration's native grid (3D or 4D;
+            only its shape and affine are used). Checked against the native grid
+            recorded in the field's JSON sidecar when that exists.
+        """
+        import nibabel as nib
+
+        from rest2visual.checks import require_file
+
+        path = require_file(composite_path, "composed displacement field")
+        try:
+            field_img = nib.load(str(path))
+            field = np.asarray(field_img.dataobj, dtype=float)
+        except Exception as exc:
+            raise InputError(f"{path}: cannot read the composed displacement field ({exc})") \
+                from exc
+        if field.ndim != 5 or field.shape[3] != 1 or field.shape[4] != 3:
+            raise InputError(f"{path}: expected an ITK displacement field X×Y×Z×1×3, "
+                             f"found shape {field.shape}")
+        field = field[:, :, :, 0, :]
+        if not np.all(np.isfinite(field)):
+            raise InputError(f"{path}: displacement field holds non-finite values")
+        native_shape, native_affine = _grid_of(native_img)
+        _check_sidecar(path, native_img)
+        target_shape, target_affine = field.shape[:3], np.asarray(field_img.affine, dtype=float)
+        # physical MNI point (RAS) + displacement (LPS → RAS) = native point (RAS)
+        points = voxel_centres_mm(target_shape, target_affine) + field @ LPS
+        to_index = np.linalg.inv(native_affine)
+        coords = points @ to_index[:3, :3].T + to_index[:3, 3]
+        return cls(coords, native_shape, native_affine, target_shape, target_affine,
+                   source=str(path))
+
+    @classmethod
+    def from_nsd_coordinates(cls, coords_path, native_img, target_grid) -> "MniResampler":
+        """From NSD's ``func1pt8-to-MNI`` coordinate map (1-based, 9999 = no source).
+
+        target_grid : :class:`~rest2visual.preprocess.template.Grid` of the output;
+            the map is read at its voxel centres (see :mod:`.nsd_transform`).
+        """
+        from rest2visual.preprocess.nsd_transform import read_nsd_coordinates
+
+        native_shape, native_affine = _grid_of(native_img)
+        coords = read_nsd_coordinates(coords_path, target_grid, native_shape)
+        return cls(coords, native_shape, native_affine, target_grid.shape, target_grid.affine,
+                   source=str(coords_path))
+
+    # --- queries ------------------------------------------------------------
+    def source_coordinates(self) -> np.ndarray:
+        """0-based native voxel coordinate of each MNI voxel, (X, Y, Z, 3); NaN = none."""
+        return self._coords.copy()
+
+    def inside_mask(self) -> np.ndarray:
+        """(X, Y, Z) bool: MNI voxels whose source lies inside the native field of view."""
+        dims = np.asarray(self.native_shape, dtype=float)
+        with np.errstate(invalid="ignore"):
+            return np.all((self._coords >= -0.5) & (self._coords < dims - 0.5), axis=-1)
+
+    def matrix(self, order: int = 1, mask: np.ndarray | None = None):
+        """The sparse (MNI voxels × native voxels) matrix, Fortran voxel order.
+
+        mask : (X, Y, Z) bool on the MNI grid; rows outside it are empty (output 0).
+        """
+        key = (order, None if mask is None else hash(np.packbits(mask).tobytes()))
+        if key not in self._matrices:
+            flat = self._coords.reshape(-1, 3, order="F")
+            picked = None
+            if mask is not None:
+                picked = np.flatnonzero(np.asarray(mask, dtype=bool).ravel(order="F"))
+            self._matrices[key] = _interpolation_matrix(
+                flat if picked is None else flat[picked], self.native_shape, order,
+                row_ids=picked, n_rows=flat.shape[0])
+        return self._matrices[key]
+
+    def check_native(self, img, what: str = "native image") -> None:
+        """Raise InputError unless ``img`` lies on this resampler's native grid."""
+        shape, affine = _grid_of(img)
+        if shape != self.native_shape:
+            raise InputError(
+                f"{_describe(img)}: {what} has grid shape {shape}, but the registration "
+                f"({self.source}) maps the native grid {self.native_shape}")
+        try:
+            check_affine(affine, self.native_affine, _describe(img))
+        except InputError as exc:
+            raise InputError(f"{exc}\n(expected the native grid of the registration "
+                             f"{self.source})") from None
+
+    # --- resampling ---------------------------------------------------------
+    def volume(self, data3d: np.ndarray, order: int = 1, mask=None) -> np.ndarray:
+        """Native volume (x, y, z) → MNI volume (X, Y, Z), float32."""
+        data3d = np.asarray(data3d)
+        if data3d.shape != self.native_shape:
+            raise InputError(f"volume of shape {data3d.shape} does not match the native grid "
+                             f"{self.native_shape} of {self.source}")
+        flat = data3d.astype(np.float32, copy=False).ravel(order="F")
+        out = self.matrix(order, mask) @ flat
+        return out.reshape(self.target_shape, order="F")
+
+    def series(self, img4d, order: int = 1, chunk: int = DEFAULT_CHUNK,
+               mask=None) -> np.ndarray:
+        """Native series (x, y, z, t) → MNI series (X, Y, Z, T), float32.
+
+        img4d : a 4D array or nibabel image; a file-backed image is read ``chunk``
+            volumes at a time, in order (one pass over a gzip stream), so the
+            memory held is the output plus one chunk.
+        """
+        shape = tuple(img4d.shape)
+        if len(shape) != 4 or shape[:3] != self.native_shape:
+            raise InputError(f"{_describe(img4d) if hasattr(img4d, 'affine') else 'array'}: "
+                             f"expected a 4D series on the native grid {self.native_shape}, "
+                             f"found shape {shape}")
+        if chunk < 1:
+            raise ValueError(f"chunk must be ≥ 1 volume, got {chunk}")
+        W = self.matrix(order, mask)
+        n_vol = shape[3]
+        out = np.empty(self.target_shape + (n_vol,), dtype=np.float32, order="F")
+        flat_out = out.reshape(-1, n_vol, order="F")  # a view: columns are volumes
+        for t0, block in _volume_chunks(img4d, chunk):
+            # (n_native, c) rows contiguous: what scipy's CSR × dense kernel walks
+            native = np.ascontiguousarray(block.reshape(-1, block.shape[3], order="F"),
+                                          dtype=np.float32)
+            flat_out[:, t0:t0 + block.shape[3]] = W @ native
+        return out
+
+
+def _volume_chunks(img4d, chunk: int) -> Iterator[tuple[int, np.ndarray]]:
+    """Yield (first volume index, block (x, y, z, c)) over a 4D array or image."""
+    import nibabel as nib
+
+    n_vol = img4d.shape[3]
+    filename = img4d.get_filename() if hasattr(img4d, "get_filename") else None
+    if hasattr(img4d, "dataobj") and nib.is_proxy(img4d.dataobj) and filename \
+            and not img4d.in_memory:
+        # one open stream read forwards: re-opening a .nii.gz per chunk would
+        # decompress from the start every time (quadratic in the run length)
+        with nib.openers.ImageOpener(filename, "rb") as fobj:
+            proxy = nib.arrayproxy.ArrayProxy(fobj, img4d.header)
+            for t0 in range(0, n_vol, chunk):
+                yield t0, np.asarray(proxy[..., t0:t0 + chunk], dtype=np.float32)
+        return
+    data = img4d.dataobj if hasattr(img4d, "dataobj") else img4d
+    for t0 in range(0, n_vol, chunk):
+        yield t0, np.asarray(data[..., t0:t0 + chunk], dtype=np.float32)
+
+
+def _sidecar_path(composite_path) -> Path:
+    name = Path(composite_path).name
+    for suffix in (".nii.gz", ".nii"):
+        if name.endswith(suffix):
+            return Path(composite_path).with_name(name[: -len(suffix)] + ".json")
+    return Path(composite_path).with_suffix(".json")
+
+
+def _check_sidecar(composite_path, native_img) -> None:
+    """Compare ``native_img``'s grid with the native grid the registration recorded."""
+    sidecar = _sidecar_path(composite_path)
+    if not sidecar.is_file():
+        return
+    meta = json.loads(sidecar.read_text())
+    grid = meta.get("native_grid")
+    if not grid:
+        return
+    shape, affine = _grid_of(native_img)
+    if shape != tuple(grid["shape"]) or not np.allclose(affine, grid["affine"], atol=1e-3):
+        raise InputError(
+            f"{_describe(native_img)}: grid (shape {shape}, affine\n{np.array2string(affine, precision=3)})"
+            f"\ndoes not match the native grid registered in {composite_path} "
+            f"(shape {tuple(grid['shape'])}, affine\n"
+            f"{np.array2string(np.asarray(grid['affine']), precision=3)}; recorded in {sidecar})")
+
+
+def warp_to_mni(native_img, resampler: MniResampler, *, mask_img=None, order: int = 1,
+                chunk: int = DEFAULT_CHUNK):
+    """Warp a native 3D volume or 4D series to MNI; returns a float32 Nifti1Image.
+
+    native_img : nibabel image on the resampler's native grid (checked: shape and
+        affine; a mismatch raises InputError naming both files).
+    mask_img : optional MNI mask on the target grid; voxels outside it are 0.
+    A 4D result keeps the input's TR (header zooms[3], s).
+    """
+    import nibabel as nib
+
+    resampler.check_native(native_img)
+    mask = None
+    if mask_img is not None:
+        if tuple(mask_img.shape[:3]) != resampler.target_shape or mask_img.ndim != 3:
+            raise InputError(f"{_describe(mask_img)}: mask shape {mask_img.shape} is not the "
+                             f"3D target grid {resampler.target_shape}")
+        check_affine(mask_img.affine, resampler.target_affine, _describe(mask_img))
+        mask = np.asarray(mask_img.dataobj) > 0
+    if native_img.ndim == 3:
+        data = resampler.volume(np.asarray(native_img.dataobj, dtype=np.float32), order, mask)
+    elif native_img.ndim == 4:
+        data = resampler.series(native_img, order=order, chunk=chunk, mask=mask)
+    else:
+        raise InputError(f"{_describe(native_img)}: expected a 3D or 4D image, "
+                         f"found shape {native_img.shape}")
+    out = nib.Nifti1Image(data, resampler.target_affine)
+    out.header.set_xyzt_units("mm", "sec")
+    if data.ndim == 4:
+        zooms = out.header.get_zooms()
+        out.header.set_zooms(zooms[:3] + (float(native_img.header.get_zooms()[3]),))
+    return out
+
+
+def resampler_for(transform_path, native_img, target_grid=None) -> MniResampler:
+    """A resampler from either transform file kind, told apart by its shape.
+
+    An ANTs composed field is X×Y×Z×1×3; an NSD coordinate map is X×Y×Z×3 and
+    needs ``target_grid`` (a :class:`~rest2visual.preprocess.template.Grid`).
+    """
+    import nibabel as nib
+
+    from rest2visual.checks import require_file
+
+    path = require_file(transform_path, "MNI transform")
+    ndim = len(nib.load(str(path)).shape)
+    if ndim == 5:
+        return MniResampler.from_composite(path, native_img)
+    if target_grid is None:
+        raise InputError(f"{path}: an NSD coordinate map needs the target MNI resolution")
+    return MniResampler.from_nsd_coordinates(path, native_img, target_grid)
+
+
+# --- command line: rest2visual warp-to-mni ----------------------------------------
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="rest2visual warp-to-mni",
+        description="Warp a native 3D volume or 4D series to MNI with a subject's "
+                    "registration (ANTs composed field or NSD coordinate map).")
+    p.add_argument("--in", dest="inp", required=True, help="native NIfTI (3D or 4D)")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--composite", help="composed displacement field from `register`")
+    src.add_argument("--nsd-coords", help="NSD func1pt8-to-MNI coordinate map")
+    p.add_argument("--resolution", type=float, default=None,
+                   help="MNI grid, mm (needed with --nsd-coords)")
+    p.add_argument("--out", required=True, help="output NIfTI in MNI (float32)")
+    p.add_argument("--mask", default=None, help="MNI mask on the target grid: 0 outside")
+    p.add_argument("--order", type=int, default=1, choices=(0, 1),
+                   help="0 nearest neighbour (labels), 1 trilinear (default)")
+    p.add_argument("--chunk", type=int, default=DEFAULT_CHUNK, help="volumes per product")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``rest2visual warp-to-mni --in NATIVE --composite XFM --out OUT [--mask MASK]``."""
+    from rest2visual.atomic import save_nifti
+    from rest2visual.checks import load_nifti
+
+    args = _parser().parse_args(argv)
+    native = load_nifti(args.inp, finite=False, what="native image")
+    if args.composite:
+        resampler = MniResampler.from_composite(args.composite, native)
+    else:
+        if args.resolution is None:
+            raise InputError("--nsd-coords needs --resolution (MNI grid, mm)")
+        from rest2visual.preprocess.template import mni_grid
+
+        resampler = MniResampler.from_nsd_coordinates(args.nsd_coords, native,
+                                                      mni_grid(args.resolution))
+    mask = load_nifti(args.mask, ndim=3, what="MNI mask") if args.mask else None
+    save_nifti(warp_to_mni(native, resampler, mask_img=mask, order=args.order,
+                           chunk=args.chunk), args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,233 @@
+"""The rest stage: a session's PCC seed connectivity z-map in MNI space (paper Section 3.1).
+
+Per rest run (already warped to the MNI grid of the brain mask):
+
+1. seed r(t): mean series of the seed voxels (PCC sphere or seed mask, ∩ brain mask);
+2. zero-phase Butterworth band-pass of r (default 0.01–0.1 Hz);
+3. causal convolution with the canonical HRF at the run's TR → r̃(t);
+4. voxelwise OLS x(v, t) = β(v)·r̃(t) + c(v) [+ confounds] over the brain mask;
+5. z-score β over the mask (mean 0, std 1 over mask voxels).
+
+Runs are combined by ``combine_runs``:
+
+- ``mean``: the mean of the per-run z-maps, z-scored again over the mask. The
+  second z-scoring keeps the output a z-map in the paper's sense (mean 0, std 1
+  in the mask) whatever the agreement between runs: the mean of two z-maps has a
+  std below 1 by an amount that depends on their correlation, and the model
+  should not see that as a change of scale between sessions.
+- ``concat``: one fit on the runs stacked in time, with a shared β and a
+  separate intercept (and confound columns) per run; then one z-scoring.
+
+The output is a 3D float32 NIfTI on the mask's grid, zeros outside the mask.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import warnings
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from rest2visual.checks import InputError, check_affine, check_finite, load_nifti, require_file
+from rest2visual.preprocess.glm import (ols_betas, ols_betas_blocks, seed_design,
+                                        stack_run_designs, zscore_in_mask)
+from rest2visual.preprocess.seed import seed_region, seed_timeseries
+from rest2visual.preprocess.signal import HRF_MODELS, bandpass, hrf_convolve
+
+COMBINE_MODES = ("mean", "concat")
+#: default PCC seed (MNI mm) and radius (mm), as in config/config.yaml
+PCC_CENTER_MM = (0.0, -52.0, 26.0)
+PCC_RADIUS_MM = 8.0
+#: runs of one session whose TRs differ by more than this (s) are refused
+TR_TOLERANCE_S = 1e-3
+_TIME_UNIT_S = {"sec": 1.0, "msec": 1e-3, "usec": 1e-6}
+
+
+def _name(img, index: int) -> str:
+    path = img.get_filename() if hasattr(img, "get_filename") else None
+    return str(path) if path else f"rest run {index + 1} (in-memory image)"
+
+
+def repetition_time(img, fallback_s: float | None = None, source: str = "rest run") -> float:
+    """TR (s) of a 4D NIfTI: pixdim[4] in the header's time unit, else ``fallback_s``.
+
+    The header value is trusted only when ``xyzt_units`` names a time unit (s, ms,
+    µs): nibabel and many tools write pixdim[4] = 1 with an unknown unit, which
+    must not pass for a 1 s TR. Raises InputError for a TR ≤ 0 or when neither
+    the header nor the fallback gives one.
+    """
+    unit = img.header.get_xyzt_units()[1]
+    if unit in _TIME_UNIT_S:
+        tr_s = float(img.header.get_zooms()[3]) * _TIME_UNIT_S[unit]
+        origin = f"header pixdim[4] ({unit})"
+        if fallback_s is not None and abs(tr_s - fallback_s) > TR_TOLERANCE_S:
+            warnings.warn(f"{source}: header TR {tr_s:.6g} s differs from the configured "
+                          f"{fallback_s:.6g} s; using the header", stacklevel=2)
+    elif fallback_s is not None:
+        tr_s, origin = float(fallback_s), "configured fallback"
+    else:
+        raise InputError(f"{source}: the header has no TR (time unit {unit!r}) and no "
+                         "fallback TR was given (--tr / nsd.tr_s)")
+    if not tr_s > 0:
+        raise InputError(f"{source}: repetition time must be > 0 s, found {tr_s} ({origin})")
+    return tr_s
+
+
+def session_tr(run_imgs, fallback_s: float | None = None) -> float:
+    """The common TR (s) of a session's runs; InputError if they disagree by > 1 ms."""
+    trs = [repetition_time(img, fallback_s, _name(img, i)) for i, img in enumerate(run_imgs)]
+    for i, tr in enumerate(trs[1:], start=1):
+        if abs(tr - trs[0]) > TR_TOLERANCE_S:
+            raise InputError(f"TRs of the session's runs disagree: {_name(run_imgs[0], 0)} has "
+                             f"{trs[0]:.6g} s, {_name(run_imgs[i], i)} has {tr:.6g} s")
+    return trs[0]
+
+
+class MaskIndex:
+    """In-mask voxels of a 3D brain mask, enumerated in one fixed (Fortran) order.
+
+    nibabel returns Fortran-ordered arrays; gathering the (V, T) rows of the
+    (X·Y·Z, T) view of such an array is ~10× faster than ``data[mask]``
+    (91×109×91×226 float32: 0.11 s vs 1.3 s). The voxel order is the same for
+    every run whatever its memory layout, so per-run vectors line up.
+    """
+
+    def __init__(self, brain: np.ndarray):
+        self.brain = np.asarray(brain, dtype=bool)
+        self._flat = {"F": np.flatnonzero(self.brain.ravel(order="F"))}
+        coords = np.unravel_index(self._flat["F"], self.brain.shape, order="F")
+        self._flat["C"] = np.ravel_multi_index(coords, self.brain.shape, order="C")
+
+    @property
+    def n_voxels(self) -> int:
+        return int(self._flat["F"].size)
+
+    def series(self, data: np.ndarray) -> np.ndarray:
+        """(X, Y, Z, T) → (T, V) float32 (a transposed view of a C-ordered (V, T) array)."""
+        order = "F" if data.flags.f_contiguous and not data.flags.c_contiguous else "C"
+        flat = data.reshape(-1, data.shape[3], order=order)
+        return flat[self._flat[order]].astype(np.float32, copy=False).T
+
+    def select(self, region: np.ndarray) -> np.ndarray:
+        """(V,) boolean: which in-mask voxels lie in the 3D boolean ``region``."""
+        return region.ravel(order="F")[self._flat["F"]]
+
+    def volume(self, values: np.ndarray) -> np.ndarray:
+        """(V,) → (X, Y, Z) float32, zeros outside the mask."""
+        out = np.zeros(self.brain.shape, dtype=np.float32, order="F")
+        out.reshape(-1, order="F")[self._flat["F"]] = values
+        return out
+
+
+def _run_series(img, index: int, mask_img, voxels: MaskIndex) -> np.ndarray:
+    """Check a run against the mask grid and return its (T, V) in-mask series, float32."""
+    name = _name(img, index)
+    if img.ndim != 4 or tuple(img.shape[:3]) != voxels.brain.shape:
+        raise InputError(f"{name}: expected a 4D rest run on the grid of the brain mask "
+                         f"{_name(mask_img, -1)}, shape {voxels.brain.shape} × T; "
+                         f"found {img.shape}")
+    check_affine(img.affine, mask_img.affine, name)
+    series = voxels.series(np.asanyarray(img.dataobj))
+    check_finite(series, f"{name} (inside the brain mask)")
+    return series
+
+
+def seed_regressor(seed: np.ndarray, tr_s: float, *, bandpass_hz=(0.01, 0.1),
+                   filter_order: int = 2, hrf_model: str = "glover",
+                   source: str = "rest run") -> np.ndarray:
+    """Seed series (T,) → band-passed, HRF-convolved regressor r̃ (T,) float64.
+
+    Raises InputError when the seed series (or what the band keeps of it) is constant.
+    """
+    scale = max(float(np.abs(seed).max()), 1e-30)
+    if not seed.std() > 1e-9 * scale:
+        raise InputError(f"{source}: the seed time series has zero variance "
+                         f"(constant {seed.mean():.6g} over {seed.size} time points)")
+    low, high = bandpass_hz
+    try:
+        filtered = bandpass(seed, tr_s, low, high, filter_order)
+    except InputError as exc:
+        raise InputError(f"{source}: {exc}") from exc
+    regressor = hrf_convolve(filtered, tr_s, hrf_model)
+    if not regressor.std() > 1e-9 * seed.std():
+        raise InputError(f"{source}: the seed time series has no power in the "
+                         f"{low}–{high} Hz band")
+    return regressor
+
+
+def pcc_seed_zmap(run_imgs, mask_img, *, seed_center_mm=PCC_CENTER_MM,
+                  seed_radius_mm: float = PCC_RADIUS_MM, seed_mask_img=None,
+                  bandpass_hz=(0.01, 0.1), filter_order: int = 2, hrf_model: str = "glover",
+                  combine_runs: str = "mean", confounds: Sequence[np.ndarray] | None = None,
+                  tr_s: float | None = None):
+    """PCC seed connectivity z-map of one session's rest runs, in MNI space.
+
+    Parameters
+    ----------
+    run_imgs : one or more 4D rest runs (X, Y, Z, T_r) on the mask's MNI grid
+        (nibabel images or paths); NSD: run01 and run14.
+    mask_img : MNI brain mask (X, Y, Z), nonzero = brain.
+    seed_center_mm, seed_radius_mm : seed sphere, MNI mm.
+    seed_mask_img : seed mask on the same grid; overrides the sphere.
+    bandpass_hz : (low, high) pass band, Hz.
+    filter_order : Butterworth order of one pass (applied forward and backward).
+    hrf_model : "glover" or "spm".
+    combine_runs : "mean" or "concat" (see the module docstring).
+    confounds : one (T_r, K) array per run (e.g. 6 motion parameters) or None.
+    tr_s : fallback TR (s) for runs whose header has no time unit.
+
+    Returns
+    -------
+    nibabel.Nifti1Image, 3D float32 z-map on the mask's grid (MNI), zeros outside the mask.
+    """
+    import nibabel as nib
+
+    if combine_runs not in COMBINE_MODES:
+        raise ValueError(f"combine_runs must be one of {COMBINE_MODES}, got {combine_runs!r}")
+    if hrf_model not in HRF_MODELS:
+        raise ValueError(f"hrf_model must be one of {HRF_MODELS}, got {hrf_model!r}")
+    run_imgs = [load_nifti(r, ndim=4, finite=False, what="rest run")
+                if isinstance(r, (str, os.PathLike)) else r for r in run_imgs]
+    if not run_imgs:
+        raise ValueError("no rest run given")
+    if confounds is not None and len(confounds) != len(run_imgs):
+        raise InputError(f"got {len(confounds)} confound tables for {len(run_imgs)} runs")
+    brain = np.asarray(mask_img.dataobj) > 0
+    if brain.ndim != 3 or brain.sum() < 2:
+        raise InputError(f"{_name(mask_img, -1)}: expected a 3D brain mask with ≥ 2 voxels, "
+                         f"found shape {brain.shape}, {int(brain.sum())} voxels")
+    region = seed_region(mask_img, center_mm=seed_center_mm, radius_mm=seed_radius_mm,
+                         seed_mask_img=seed_mask_img)
+    tr = session_tr(run_imgs, tr_s)
+
+    voxels = MaskIndex(brain)
+    seed_cols = voxels.select(region)
+    run_z, blocks, designs = [], [], []
+    for i, img in enumerate(run_imgs):
+        series = _run_series(img, i, mask_img, voxels)
+        regressor = seed_regressor(
+            seed_timeseries(series, seed_cols), tr, bandpass_hz=bandpass_hz,
+            filter_order=filter_order, hrf_model=hrf_model, source=_name(img, i))
+        design = seed_design(regressor, None if confounds is None else confounds[i])
+        if combine_runs == "mean":
+            run_z.append(zscore_in_mask(ols_betas(series, design)[0]))
+        else:
+            blocks.append(series)
+            designs.append(design)
+    if combine_runs == "mean":
+        z = zscore_in_mask(np.mean(run_z, axis=0)) if len(run_z) > 1 else run_z[0]
+    else:
+        z = zscore_in_mask(ols_betas_blocks(blocks, stack_run_designs(designs))[0])
+
+    out = nib.Nifti1Image(voxels.volume(z), np.asarray(mask_img.affine, dtype=np.float64))
+    out.header.set_data_dtype(np.float32)
+    out.header.set_xyzt_units("mm")
+    out.header.set_intent("z score")
+    out.set_sform(out.affine, code="mni")
+    out.set_qform(out.affine, code="mni")
+    out.header["descrip"] = b"rest2visual PCC seed connectivity z-map"
+    return out

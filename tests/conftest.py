@@ -1,0 +1,60 @@
+"""Shared fixtures: a toy simulated NSD and a runner for the real Snakemake workflow."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+
+#: the toy simulated NSD used across tests (seconds to write)
+TOY = dict(subjects=(1, 2), sessions=(21, 22), trials_per_session=30, voxel_mm=4.0, volumes=80,
+           n_images=120, n_shared=20, mni_resolution_mm=4.0, seed=0)
+
+
+@pytest.fixture(scope="session")
+def toy_nsd(tmp_path_factory):
+    """A simulated NSD (2 subjects × 2 rest sessions × 30 trials, 4 mm) and its truth."""
+    from rest2visual.nsd.simulate import simulate_nsd
+
+    root = tmp_path_factory.mktemp("toy-nsd") / "sim"
+    return simulate_nsd(root, **TOY)
+
+
+def toy_config(**overrides) -> dict:
+    """The demo config shrunk to the toy simulated NSD, with nested overrides."""
+    config = {
+        "nsd": {"subjects": list(TOY["subjects"]), "sessions": list(TOY["sessions"]),
+                "trials_per_session": TOY["trials_per_session"]},
+        "simulate": {"voxel_mm": TOY["voxel_mm"], "volumes": TOY["volumes"],
+                     "images": TOY["n_images"], "shared_images": TOY["n_shared"]},
+        "mni": {"resolution_mm": TOY["mni_resolution_mm"]},
+    }
+    for section, values in overrides.items():
+        config.setdefault(section, {}).update(values)
+    return config
+
+
+def run_workflow(workdir: Path, config: dict, *args: str, check: bool = True,
+                 timeout: float = 1200) -> subprocess.CompletedProcess:
+    """Run the repository's Snakefile in ``workdir`` with ``config`` layered over the default.
+
+    Returns the completed process (stdout and stderr merged into ``.stdout``).
+    """
+    workdir.mkdir(parents=True, exist_ok=True)
+    cfg = workdir / "test-config.yaml"
+    cfg.write_text(yaml.safe_dump(config))
+    bindir = str(Path(sys.executable).parent)
+    env = dict(os.environ, PATH=f"{bindir}{os.pathsep}{os.environ.get('PATH', '')}")
+    cmd = [str(Path(bindir) / "snakemake"), "-s", str(REPO / "Snakefile"), "--directory",
+           str(workdir), "--configfile", str(cfg), "--cores", "2", "--show-failed-logs", *args]
+    proc = subprocess.run(cmd, cwd=workdir, env=env, stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"snakemake failed ({proc.returncode}):\n{proc.stdout[-6000:]}")
+    return proc

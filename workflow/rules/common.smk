@@ -1,0 +1,92 @@
+# Shared helpers of the rules: the selected subjects/sessions, where each NSD key
+# lives for the configured source, and the names of every output (one helper).
+
+import re
+from pathlib import Path
+
+from rest2visual.config import check_config, config_hash
+from rest2visual.nsd import keys as nsdkeys
+from rest2visual.paths import bids_path
+
+
+check_config(config)
+
+NSD = config["nsd"]
+RES = f"{config['mni']['resolution_mm']:g}"
+SUBJECTS = [f"{s:02d}" for s in NSD["subjects"]]
+SPACE, BETAS = NSD["space"], NSD["beta_version"]
+
+
+wildcard_constraints:
+    sub=r"\d\d",
+    ses=r"\d\d",
+    run=r"\d\d",
+
+
+def sessions(sub):
+    """Rest sessions of subject ``sub`` ("01") as two-digit strings."""
+    return [f"{t:02d}" for t in nsdkeys.sessions_for(config, int(sub))]
+
+
+def subject_sessions():
+    """Every selected (subject, session) pair."""
+    return [(s, t) for s in SUBJECTS for t in sessions(s)]
+
+
+def nsd_path(key):
+    """Local path of an NSD key for the configured source (simulated, s3 download, local mirror)."""
+    if NSD["source"] == "simulated":
+        return f"{config['simulate']['root']}/nsd/{key}"
+    if NSD["source"] == "s3":
+        return f"{NSD['download_dir']}/{key}"
+    return f"{NSD['local_root']}/{key}"
+
+
+def out(stage, suffix, ext, **entities):
+    """Path of a workflow output under results/ (BIDS-like names, see rest2visual.paths)."""
+    return bids_path("results", stage, suffix, ext, **entities)
+
+
+def log(stage, name):
+    return f"results/logs/{stage}/{name}.log"
+
+
+def bench(stage, name):
+    return f"results/benchmarks/{stage}/{name}.tsv"
+
+
+# --- names of the stages' outputs --------------------------------------------
+
+TEMPLATE = out("templates", "T1w", "nii.gz", space="MNI152", res=RES)
+BRAIN_MASK = out("templates", "mask", "nii.gz", space="MNI152", res=RES, desc="brain")
+XFM_ENTITIES = {"from": "func", "to": "MNI152", "res": RES}
+
+
+def composite_xfm(sub):
+    """The subject's composed func → MNI transform (a displacement field on the MNI grid)."""
+    return out("registration", "xfm", "nii.gz", sub=sub, desc="composite", **XFM_ENTITIES)
+
+
+def rest_run_key(wc):
+    return nsd_path(nsdkeys.rest_key(int(wc.sub), int(wc.ses), int(wc.run), SPACE))
+
+
+def rest_confounds(wc):
+    if config["rest"]["confounds"] != "motion":
+        return []
+    return [nsd_path(nsdkeys.motion_key(int(wc.sub), int(wc.ses), r, SPACE)) for r in nsdkeys.REST_RUNS]
+
+
+def evoked_betas_h5(sub, ses):
+    return out("evoked", "betas", "h5", sub=sub, ses=ses, space="MNI152", res=RES)
+
+
+PACK = f"results/dataset/rest2visual_space-MNI152_res-{RES}_triplets.h5"
+SPLITS = "results/splits"
+PROTOCOLS = ["paper", "unseen-stimulus"] + [
+    f"unseen-subject_sub-{s:02d}" for s in config["splits"]["unseen_subjects"]
+]
+
+
+#: final targets of each stage; every rule file adds its own, `rule all` asks for them
+TARGETS = []

@@ -1,0 +1,56 @@
+# The triplet dataset: one HDF5 pack of (rest map, image, beta), and the split files.
+
+rule pack_triplets:
+    input:
+        rest=[out("rest", "zmap", "nii.gz", sub=s, ses=t, space="MNI152", res=RES, desc="pcc")
+              for s, t in subject_sessions()],
+        evoked=[evoked_betas_h5(s, t) for s, t in subject_sessions()],
+        ncsnr=[out("evoked", "ncsnr", "nii.gz", sub=s, space="MNI152", res=RES) for s in SUBJECTS],
+        expdesign=nsd_path(nsdkeys.EXPDESIGN),
+        stimuli=nsd_path(nsdkeys.STIMULI),
+        mask=BRAIN_MASK,
+    output:
+        PACK,
+    params:
+        image_size=config["dataset"]["image_size"],
+        trials=NSD["trials_per_session"],
+        config_hash=config_hash(NSD, config["mni"], config["registration"], config["rest"],
+                                config["dataset"]),
+    resources:
+        mem_mb=8000,
+        runtime=120,
+    log:
+        log("dataset", "pack_triplets"),
+    benchmark:
+        bench("dataset", "pack_triplets")
+    conda:
+        "../../envs/dataset.yaml"
+    shell:
+        "rest2visual pack --rest {input.rest} --evoked {input.evoked} --ncsnr {input.ncsnr}"
+        " --expdesign {input.expdesign} --stimuli {input.stimuli} --mask {input.mask}"
+        " --image-size {params.image_size} --trials-per-session {params.trials}"
+        " --config-hash {params.config_hash} --out {output} > {log} 2>&1"
+
+
+rule split_files:
+    input:
+        PACK,
+    output:
+        [f"{SPLITS}/{p}.csv" for p in PROTOCOLS],
+        shared=f"{SPLITS}/shared.csv",
+    params:
+        s=config["splits"],
+        unseen=("--unseen-subjects " + " ".join(map(str, config["splits"]["unseen_subjects"])))
+        if config["splits"]["unseen_subjects"] else "",
+        out_dir=lambda wc, output: Path(output.shared).parent,
+    log:
+        log("dataset", "split_files"),
+    conda:
+        "../../envs/dataset.yaml"
+    shell:
+        "rest2visual splits --pack {input} --out-dir {params.out_dir} --seed {params.s[seed]}"
+        " --n-test {params.s[n_test]} --val-fraction {params.s[val_fraction]}"
+        " {params.unseen} > {log} 2>&1"
+
+
+TARGETS.extend([PACK, f"{SPLITS}/paper.csv"])

@@ -1,0 +1,44 @@
+# Trial betas of each session: int16/300 → % signal change, to MNI, × MNI brain mask.
+
+
+rule evoked_betas:
+    input:
+        betas=lambda wc: nsd_path(nsdkeys.betas_key(int(wc.sub), int(wc.ses), SPACE, BETAS)),
+        composite=lambda wc: composite_xfm(wc.sub),
+        mask=BRAIN_MASK,
+    output:
+        evoked_betas_h5("{sub}", "{ses}"),
+    params:
+        trials=NSD["trials_per_session"],
+    resources:
+        mem_mb=8000,
+        runtime=30,
+    log:
+        log("evoked", "sub-{sub}_ses-{ses}"),
+    benchmark:
+        bench("evoked", "sub-{sub}_ses-{ses}")
+    conda:
+        "../../envs/preprocess.yaml"
+    shell:
+        "rest2visual evoked --betas {input.betas} --composite {input.composite}"
+        " --mask {input.mask} --subject {wildcards.sub} --session {wildcards.ses}"
+        " --trials {params.trials} --out {output} > {log} 2>&1"
+
+
+rule ncsnr_to_mni:
+    input:
+        ncsnr=lambda wc: nsd_path(nsdkeys.ncsnr_key(int(wc.sub), SPACE, BETAS)),
+        composite=lambda wc: composite_xfm(wc.sub),
+        mask=BRAIN_MASK,
+    output:
+        out("evoked", "ncsnr", "nii.gz", sub="{sub}", space="MNI152", res=RES),
+    log:
+        log("evoked", "sub-{sub}_ncsnr"),
+    conda:
+        "../../envs/preprocess.yaml"
+    shell:
+        "rest2visual warp-to-mni --in {input.ncsnr} --composite {input.composite}"
+        " --mask {input.mask} --out {output} > {log} 2>&1"
+
+
+TARGETS.extend(evoked_betas_h5(s, t) for s, t in subject_sessions())

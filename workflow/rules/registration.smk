@@ -1,0 +1,56 @@
+# MNI152 target grid and per-subject registration of the functional-space anatomy.
+
+rule mni_template:
+    output:
+        template=TEMPLATE,
+        mask=BRAIN_MASK,
+    params:
+        res=RES,
+    log:
+        log("templates", f"mni_template_res-{RES}"),
+    conda:
+        "../../envs/preprocess.yaml"
+    shell:
+        "rest2visual template --resolution {params.res} --template {output.template}"
+        " --mask {output.mask} > {log} 2>&1"
+
+
+rule register_to_mni:
+    input:
+        anat=lambda wc: nsd_path(nsdkeys.anatomy_key(int(wc.sub), SPACE)),
+        brainmask=lambda wc: nsd_path(nsdkeys.brainmask_key(int(wc.sub), SPACE)),
+        template=TEMPLATE,
+    output:
+        composite=composite_xfm("{sub}"),
+        anat=out("registration", "T1w", "nii.gz", sub="{sub}", space="MNI152", res=RES),
+        qc=report(
+            out("registration", "qc", "png", sub="{sub}", desc="registration"),
+            caption="../report/registration_qc.rst",
+            category="1 Registration",
+            subcategory="sub-{sub}",
+        ),
+    params:
+        reg=config["registration"],
+        iterations=" ".join(str(i) for i in config["registration"]["iterations"]),
+        res=RES,
+        out_dir=lambda wc, output: Path(output.composite).parent,
+    threads: 2
+    resources:
+        mem_mb=4000,
+        runtime=60,
+    log:
+        log("registration", "sub-{sub}"),
+    benchmark:
+        bench("registration", "sub-{sub}")
+    conda:
+        "../../envs/preprocess.yaml"
+    shell:
+        "ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS={threads} "
+        "rest2visual register --anat {input.anat} --brainmask {input.brainmask}"
+        " --template {input.template} --resolution {params.res}"
+        " --out-dir {params.out_dir} --prefix sub-{wildcards.sub}"
+        " --type-of-transform {params.reg[type_of_transform]} --metric {params.reg[metric]}"
+        " --iterations {params.iterations} --seed {params.reg[seed]} --qc {output.qc} > {log} 2>&1"
+
+
+TARGETS.extend(out("registration", "qc", "png", sub=s, desc="registration") for s in SUBJECTS)
