@@ -1,7 +1,7 @@
 """A local stand-in for the public NSD bucket, for tests (only 127.0.0.1, no network).
 
 :func:`local_nsd_bucket` starts moto's S3 server in a thread, creates the bucket
-with the public-read policy the real ``natural-scenes-dataset`` bucket has,
+with a public-read policy like the real ``natural-scenes-dataset`` bucket's,
 uploads a folder with each file's relative path as its key and yields the
 endpoint URL. Code under test reads it anonymously (unsigned requests), exactly
 as it reads AWS.
@@ -14,6 +14,8 @@ botocore/urllib3 stack:
   the whole object) and then only ``after_bytes`` bytes of the body before the
   connection closes (werkzeug closes every connection after its response), so
   urllib3/botocore see a short body: the "connection reset mid-download" case.
+- :func:`ignore_range`: the whole object despite a Range header (Range is
+  optional in HTTP); :func:`corrupt_byte`: one byte of the body inverted.
 - :func:`respond_with_error`: S3's error response (status, XML ``<Error>``),
   e.g. 403 AccessDenied for a key that is not publicly readable, or 503
   SlowDown to exercise botocore's own retries.
@@ -35,9 +37,9 @@ import threading
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
-#: the real bucket's public-read policy (anonymous GetObject and ListBucket)
+#: a public-read policy as on the real bucket (anonymous GetObject and ListBucket)
 NSD_BUCKET_POLICY = {
     "Version": "2012-10-17",
     "Statement": [
@@ -64,6 +66,9 @@ class _Fault:
     after_bytes: int | None = None
     status: int | None = None
     code: str = ""
+    ignore_range: bool = False
+    flip_byte_at: int | None = None
+    then: Callable[[], None] | None = None
 
 
 @dataclass
@@ -93,7 +98,12 @@ class _FaultInjector:
             return self.app(environ, start_response)
         if fault.status is not None:
             return _error_response(start_response, method, fault, key)
-        return _cut_body(self.app(environ, start_response), fault.after_bytes)
+        if fault.ignore_range:
+            environ = {k: v for k, v in environ.items() if k != "HTTP_RANGE"}
+            return self.app(environ, start_response)
+        if fault.flip_byte_at is not None:
+            return _flip_byte(self.app(environ, start_response), fault.flip_byte_at)
+        return _cut_body(self.app(environ, start_response), fault.after_bytes, fault.then)
 
     def _take(self, key: str, method: str) -> _Fault | None:
         for fault in self.faults.get(key, []):
@@ -104,15 +114,36 @@ class _FaultInjector:
         return None
 
 
-def _cut_body(body, after_bytes: int):
-    """Yield the first ``after_bytes`` bytes of a WSGI body, then stop (the server closes)."""
+def _cut_body(body, after_bytes: int, then: Callable[[], None] | None = None):
+    """Yield the first ``after_bytes`` bytes of a WSGI body, then stop (the server closes).
+
+    ``then`` runs before the last bytes go out, so it has finished when the
+    client sees the cut.
+    """
     sent = 0
     try:
         for chunk in body:
             if sent + len(chunk) >= after_bytes:
+                if then is not None:
+                    then()
                 yield chunk[: after_bytes - sent]
                 return
             sent += len(chunk)
+            yield chunk
+    finally:
+        if hasattr(body, "close"):
+            body.close()
+
+
+def _flip_byte(body, position: int):
+    """Yield a WSGI body with the byte at ``position`` inverted (a corrupting proxy)."""
+    start = 0
+    try:
+        for chunk in body:
+            if start <= position < start + len(chunk):
+                i = position - start
+                chunk = chunk[:i] + bytes([chunk[i] ^ 0xFF]) + chunk[i + 1:]
+            start += len(chunk)
             yield chunk
     finally:
         if hasattr(body, "close"):
@@ -154,7 +185,11 @@ def signed_client(endpoint_url: str):
 
     return boto3.session.Session().client(
         "s3", endpoint_url=endpoint_url, region_name="us-east-1",
-        config=Config(retries={"mode": "standard", "max_attempts": 2}), **_DUMMY_CREDENTIALS)
+        # Like objects uploaded before S3 stored CRC checksums by default (NSD's
+        # date from 2021), these carry only the ETag (body MD5 if single-part).
+        config=Config(retries={"mode": "standard", "max_attempts": 2},
+                      request_checksum_calculation="when_required"),
+        **_DUMMY_CREDENTIALS)
 
 
 def _reset_moto(endpoint_url: str) -> None:
@@ -205,32 +240,53 @@ def local_nsd_bucket(source_root: str | Path | None,
         server.stop()
 
 
-def put_object(endpoint_url: str, key: str, body: bytes, *,
-               declared_size: int | None = None) -> None:
-    """Store ``body`` under ``key``; ``declared_size`` sets the ``x-amz-meta-size`` metadata."""
-    srv = _server(endpoint_url)
-    metadata = {} if declared_size is None else {"size": str(declared_size)}
-    signed_client(endpoint_url).put_object(Bucket=srv.bucket, Key=key, Body=body,
-                                           Metadata=metadata, ACL=_OBJECT_ACL)
-
-
-def drop_connection(endpoint_url: str, key: str, after_bytes: int,
-                    times: int | None = 1) -> None:
-    """Cut the next ``times`` GET bodies of ``key`` after ``after_bytes`` bytes (None: all)."""
+def _add_fault(endpoint_url: str, key: str, fault: _Fault) -> None:
     srv = _server(endpoint_url)
     with srv.injector.lock:
-        srv.injector.faults.setdefault(key, []).append(
-            _Fault(methods=("GET",), times=times, after_bytes=after_bytes))
+        srv.injector.faults.setdefault(key, []).append(fault)
+
+
+def put_object(endpoint_url: str, key: str, body: bytes, *,
+               declared_size: int | None = None, crc32: bool = False) -> None:
+    """Store ``body`` under ``key``.
+
+    ``declared_size`` sets the ``x-amz-meta-size`` user metadata; ``crc32``
+    stores S3's CRC32 checksum with the object (returned and checked on GET).
+    """
+    srv = _server(endpoint_url)
+    extra = {"ChecksumAlgorithm": "CRC32"} if crc32 else {}
+    if declared_size is not None:
+        extra["Metadata"] = {"size": str(declared_size)}
+    signed_client(endpoint_url).put_object(Bucket=srv.bucket, Key=key, Body=body,
+                                           ACL=_OBJECT_ACL, **extra)
+
+
+def drop_connection(endpoint_url: str, key: str, after_bytes: int, times: int | None = 1,
+                    then: Callable[[], None] | None = None) -> None:
+    """Cut the next ``times`` GET bodies of ``key`` after ``after_bytes`` bytes (None: all).
+
+    ``then`` (e.g. replacing the object) runs at each cut, before the client sees it.
+    """
+    _add_fault(endpoint_url, key, _Fault(methods=("GET",), times=times,
+                                         after_bytes=after_bytes, then=then))
+
+
+def ignore_range(endpoint_url: str, key: str, times: int | None = 1) -> None:
+    """Serve the next ``times`` GETs of ``key`` whole, as a server without Range support."""
+    _add_fault(endpoint_url, key, _Fault(methods=("GET",), times=times, ignore_range=True))
+
+
+def corrupt_byte(endpoint_url: str, key: str, position: int, times: int | None = 1) -> None:
+    """Invert byte ``position`` of the next ``times`` GET bodies of ``key``."""
+    _add_fault(endpoint_url, key, _Fault(methods=("GET",), times=times, flip_byte_at=position))
 
 
 def respond_with_error(endpoint_url: str, key: str, status: int, code: str, *,
                        times: int | None = None,
                        methods: tuple[str, ...] = ("HEAD", "GET")) -> None:
     """Answer the next ``times`` requests for ``key`` with S3 error ``code`` (None: all)."""
-    srv = _server(endpoint_url)
-    with srv.injector.lock:
-        srv.injector.faults.setdefault(key, []).append(
-            _Fault(methods=tuple(methods), times=times, status=status, code=code))
+    _add_fault(endpoint_url, key,
+               _Fault(methods=tuple(methods), times=times, status=status, code=code))
 
 
 def requests_seen(endpoint_url: str) -> list[tuple[str, str, dict[str, str]]]:

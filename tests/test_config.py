@@ -77,3 +77,12 @@ def test_full_nsd_dry_run_plans_the_download_offline(tmp_path):
 def test_snakemake_lint_passes(tmp_path):
     proc = run_workflow(tmp_path, toy_config(), "--lint", check=False)
     assert proc.returncode == 0, proc.stdout[-4000:]
+
+
+def test_readme_config_table_matches_the_schema():
+    from rest2visual.config import schema_markdown
+
+    schema = yaml.safe_load((REPO / "workflow/schemas/config.schema.yaml").read_text())
+    readme = (REPO / "README.md").read_text()
+    table = readme.split("<!-- config:start -->\n")[1].split("\n<!-- config:end -->")[0]
+    assert table == schema_markdown(schema), "README config table is stale: rest2visual config-docs"

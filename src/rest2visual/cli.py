@@ -16,6 +16,8 @@ COMMANDS = {
                      "write a simulated NSD (NSD's keys and formats) plus its ground truth"),
     "download": ("rest2visual.nsd.download:main",
                  "download NSD keys from S3 anonymously, verified and atomic"),
+    "config-docs": ("rest2visual.config:main",
+                    "print the configuration reference (Markdown) from the schema"),
     "plan": ("rest2visual.plan:main",
              "print the jobs, download size and compute estimate of a configuration"),
     "template": ("rest2visual.preprocess.template:main",

@@ -56,3 +56,36 @@ def config_hash(*sections: dict) -> str:
     """Short, stable SHA-256 of config sections (sorted JSON), for provenance attributes."""
     blob = json.dumps(sections, sort_keys=True, default=str).encode()
     return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def schema_markdown(schema: dict) -> str:
+    """The config reference as a Markdown table (key, type, default, description).
+
+    The README's "Configuration" table is generated from the schema with this
+    function, and a test fails when the two drift apart.
+    """
+    rows = ["| key | type | default | description |", "|---|---|---|---|"]
+    for section, spec in schema["properties"].items():
+        rows.append(f"| **`{section}`** | | | {spec.get('description', '')} |")
+        for key, sub in spec["properties"].items():
+            kind = sub.get("type", " or ".join(o.get("type", "") for o in sub.get("oneOf", [])))
+            kind = " or ".join(kind) if isinstance(kind, list) else kind
+            if "enum" in sub:
+                kind = " \\| ".join(str(v) for v in sub["enum"])
+            default = json.dumps(sub.get("default"))
+            text = " ".join(str(sub.get("description", "")).split()).replace("|", "\\|")
+            rows.append(f"| `{section}.{key}` | {kind} | `{default}` | {text} |")
+    return "\n".join(rows)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``rest2visual config-docs``: print the configuration reference (Markdown) from the schema."""
+    import argparse
+
+    import yaml
+
+    p = argparse.ArgumentParser(prog="rest2visual config-docs", description=main.__doc__)
+    p.add_argument("--schema", default="workflow/schemas/config.schema.yaml")
+    args = p.parse_args(argv)
+    print(schema_markdown(yaml.safe_load(Path(args.schema).read_text())))
+    return 0

@@ -47,16 +47,19 @@ def _rng(seed: int, protocol: str) -> np.random.Generator:
 
 
 def _equal_quotas(capacity: np.ndarray, total: int, rng: np.random.Generator) -> np.ndarray:
-    """Split ``total`` into per-group counts as equal as ``capacity`` allows (water filling)."""
-    quota = np.zeros_like(capacity)
-    while total > 0:
-        open_ = np.flatnonzero(quota < capacity)
-        share, extra = divmod(total, len(open_))
-        add = np.full(len(open_), share)
-        add[rng.permutation(len(open_))[:extra]] += 1  # the remainder goes to random groups
-        add = np.minimum(add, capacity[open_] - quota[open_])
-        quota[open_] += add
-        total -= int(add.sum())
+    """Split ``total`` into per-group counts as equal as ``capacity`` allows (water filling).
+
+    Every group gets min(capacity, L) for the highest level L that fits, and the
+    remainder goes one each to random groups that still have room, so uncapped
+    groups differ by at most one.
+    """
+    capacity = np.asarray(capacity, dtype=np.int64)
+    level = 0
+    while level < capacity.max() and np.minimum(capacity, level + 1).sum() <= total:
+        level += 1
+    quota = np.minimum(capacity, level)
+    room = np.flatnonzero(capacity > level)
+    quota[rng.permutation(room)[:total - int(quota.sum())]] += 1
     return quota
 
 

@@ -65,6 +65,27 @@ def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
     return payload
 
 
+def grid_entries(mask: np.ndarray, affine: np.ndarray, image_size: int) -> dict:
+    """The checkpoint entries that describe the model's MNI grid and image size."""
+    return {"grid": {"mask": torch.from_numpy(np.asarray(mask).astype(np.uint8)),
+                     "affine": torch.from_numpy(np.asarray(affine, dtype=np.float64))},
+            "image_size": int(image_size)}
+
+
+def save_model_file(path, state_dict: dict, config: dict, *, mask: np.ndarray,
+                    affine: np.ndarray, image_size: int, metrics: dict | None = None) -> Path:
+    """Write ``model.pt``: weights, config, grid (mask + affine) and image size.
+
+    This is what ``rest2visual predict`` and the evaluation load
+    (:func:`rest2visual.model.predict.load_model`).
+    """
+    from rest2visual import __version__
+
+    payload = {"model": state_dict, "config": to_primitives(config), "version": __version__,
+               "metrics": to_primitives(metrics or {}), **grid_entries(mask, affine, image_size)}
+    return save_checkpoint(payload, path)
+
+
 def to_primitives(obj):
     """Config-like objects (dicts, lists, tuples, numpy scalars, Paths) → primitives."""
     if isinstance(obj, dict):

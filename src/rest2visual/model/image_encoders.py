@@ -92,6 +92,15 @@ def weights_sha256(path: str | Path | None) -> str:
     return digest.hexdigest()
 
 
+def weights_identity(name: str, weights: str | Path | None) -> str:
+    """What identifies an encoder's weights: a file's sha256, an OpenCLIP tag, or '' (random)."""
+    if weights is None:
+        return ""
+    if str(name).startswith("open_clip:") and not Path(weights).is_file():
+        return f"open_clip-pretrained:{weights}"
+    return weights_sha256(weights)
+
+
 def require_weights(path: str | Path) -> Path:
     path = Path(path)
     if not path.is_file():

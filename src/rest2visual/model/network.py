@@ -228,6 +228,11 @@ def model_config(model_cfg: dict | None) -> dict:
     cfg["groups"] = int(cfg["groups"])
     cfg["embed_dim"] = int(cfg["embed_dim"])
     cfg["freeze_image_encoder"] = bool(cfg["freeze_image_encoder"])
+    if cfg["freeze_image_encoder"] and cfg["encoder_weights"] is None:
+        # a frozen randomly initialised encoder could not be rebuilt identically for the
+        # embedding cache and for prediction
+        raise ValueError("model.freeze_image_encoder is true but model.encoder_weights is null: "
+                         "a frozen encoder needs weights (a file, or an OpenCLIP pretrained tag)")
     return cfg
 
 

@@ -11,7 +11,9 @@ every GET carries ``If-Match: <ETag>`` so the bytes cannot come from two
 versions of the object, and the file is renamed to ``DEST`` only when its
 byte count equals the size (and the ``x-amz-meta-size`` user metadata, where
 an object declares one) and, for single-part uploads whose ETag is the body's
-MD5, the MD5 matches. Nothing short or mixed ever sits under ``DEST``.
+MD5, the MD5 matches; objects that store an S3 CRC checksum are also checked
+by botocore on whole-object GETs. Nothing short, corrupt or mixed ever sits
+under ``DEST``.
 
 Retries: botocore retries failed requests (``standard`` mode: 5xx, throttling,
 connection errors before a response). A connection that breaks *inside* the
@@ -111,6 +113,15 @@ def _needed(needed_by: str) -> str:
     return f" (needed by {needed_by})" if needed_by else ""
 
 
+def _raise_request_error(exc, key: str, bucket: str, endpoint_url: str | None,
+                         needed_by: str):
+    """Re-raise a botocore ClientError as the error a user can act on (or as it is)."""
+    error = _request_error(exc, key, bucket, endpoint_url, needed_by)
+    if error is exc:
+        raise exc
+    raise error from exc
+
+
 def _request_error(exc, key: str, bucket: str, endpoint_url: str | None,
                    needed_by: str) -> Exception:
     """Translate a botocore ClientError into the error a user can act on (or return it)."""
@@ -168,11 +179,23 @@ def _head(client, key: str, bucket: str, endpoint_url: str | None, needed_by: st
     try:
         return client.head_object(Bucket=bucket, Key=key)
     except ClientError as exc:
-        raise _request_error(exc, key, bucket, endpoint_url, needed_by) from exc
+        _raise_request_error(exc, key, bucket, endpoint_url, needed_by)
+
+
+def _checked_chunks(body, key: str, bucket: str, endpoint_url: str | None):
+    """The body's chunks; botocore's CRC check (objects that store one) → NSDIntegrityError."""
+    from botocore.exceptions import FlexibleChecksumError
+
+    try:
+        yield from body.iter_chunks(CHUNK_BYTES)
+    except FlexibleChecksumError as exc:
+        raise NSDIntegrityError(
+            f"{key}: the body received from {_where(bucket, endpoint_url)} fails the "
+            f"object's stored checksum ({exc})") from exc
 
 
 def _stream_from(client, fh, digest, offset: int, size: int, key: str, bucket: str,
-                 etag: str, endpoint_url: str | None, needed_by: str) -> int:
+                 etag: str | None, endpoint_url: str | None, needed_by: str) -> int:
     """Append bytes ``offset``..``size-1`` of the object to ``fh``; return the new offset.
 
     Bytes written before a connection error stay in ``fh`` (and in ``digest``),
@@ -180,13 +203,15 @@ def _stream_from(client, fh, digest, offset: int, size: int, key: str, bucket: s
     """
     from botocore.exceptions import ClientError
 
-    request = {"Bucket": bucket, "Key": key, "IfMatch": etag}
+    request = {"Bucket": bucket, "Key": key}
+    if etag:  # S3 always sends one; some S3-compatible mirrors may not
+        request["IfMatch"] = etag
     if offset:
         request["Range"] = f"bytes={offset}-"
     try:
         response = client.get_object(**request)
     except ClientError as exc:
-        raise _request_error(exc, key, bucket, endpoint_url, needed_by) from exc
+        _raise_request_error(exc, key, bucket, endpoint_url, needed_by)
     skip = 0
     if offset:
         content_range = response.get("ContentRange")
@@ -200,7 +225,7 @@ def _stream_from(client, fh, digest, offset: int, size: int, key: str, bucket: s
                 f"of {size}, got {content_range!r}")
     body = response["Body"]
     try:
-        for chunk in body.iter_chunks(CHUNK_BYTES):
+        for chunk in _checked_chunks(body, key, bucket, endpoint_url):
             if skip:
                 dropped = min(skip, len(chunk))
                 chunk, skip = chunk[dropped:], skip - dropped
@@ -253,15 +278,16 @@ def download_key(key: str, dest: str | os.PathLike, *, bucket: str = BUCKET,
             f"x-amz-meta-{SIZE_METADATA}={declared}; refusing a truncated or padded "
             f"object{_needed(needed_by)}")
     md5 = _md5_of_etag(head)
-    digest = hashlib.md5() if md5 else None
+    digest = hashlib.md5(usedforsecurity=False) if md5 else None
     transient = _transient_errors()
     started = time.monotonic()
     with atomic_path(dest) as tmp, open(tmp, "wb") as fh:
-        received, last_error = 0, None
+        received = 0
         for attempt in range(1, attempts + 1):
+            last_error = None
             try:
                 received = _stream_from(client, fh, digest, received, size, key, bucket,
-                                        head["ETag"], endpoint_url, needed_by)
+                                        head.get("ETag"), endpoint_url, needed_by)
             except transient as exc:
                 fh.flush()
                 received, last_error = fh.tell(), exc

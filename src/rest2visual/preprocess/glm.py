@@ -93,14 +93,19 @@ def ols_betas_blocks(blocks: Sequence[np.ndarray], X: np.ndarray,
     pinv = np.linalg.pinv(X)  # (P, T), float64
     n_v = blocks[0].shape[1]
     betas = np.zeros((X.shape[1], n_v), dtype=np.float64)
+    step = max(1, int(chunk_bytes // (8 * max(b.shape[0] for b in blocks))))
+    # one float64 buffer, reused: a fresh allocation per chunk costs page faults
+    buffer = np.empty((max(b.shape[0] for b in blocks), min(step, n_v)), order="F")
     row = 0
     for block in blocks:
-        rows = pinv[:, row:row + block.shape[0]]
-        step = max(1, int(chunk_bytes // (8 * block.shape[0])))
+        n_t = block.shape[0]
+        rows = pinv[:, row:row + n_t]
         for start in range(0, n_v, step):
             stop = min(start + step, n_v)
-            betas[:, start:stop] += rows @ block[:, start:stop].astype(np.float64)
-        row += block.shape[0]
+            chunk = buffer[:n_t, :stop - start]
+            np.copyto(chunk, block[:, start:stop])
+            betas[:, start:stop] += rows @ chunk
+        row += n_t
     return betas
 
 

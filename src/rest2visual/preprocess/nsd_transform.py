@@ -17,6 +17,7 @@ import warnings
 import numpy as np
 
 from rest2visual.checks import InputError, require_file
+from rest2visual.preprocess.seed import voxel_centers_mm
 
 #: NSD's marker of an MNI voxel without a source coordinate
 INVALID = 9999
@@ -75,12 +76,9 @@ def read_nsd_coordinates(coords_path, target_grid, native_shape=None) -> np.ndar
     invalid = np.any((data == INVALID) | ~np.isfinite(data), axis=3)
     coords = np.where(invalid[..., None], np.nan, data - 1.0)
 
-    map_affine = _map_grid(img, path)
-    # target voxel → map voxel
-    to_map = np.linalg.inv(map_affine) @ np.asarray(target_grid.affine, dtype=float)
-    ijk = np.stack(np.meshgrid(*(np.arange(n, dtype=float) for n in target_grid.shape),
-                               indexing="ij"), -1)
-    pos = ijk @ to_map[:3, :3].T + to_map[:3, 3]
+    # target voxel centre (MNI mm) → continuous voxel index of the map
+    to_map = np.linalg.inv(_map_grid(img, path))
+    pos = voxel_centers_mm(target_grid) @ to_map[:3, :3].T + to_map[:3, 3]
     dims = np.asarray(data.shape[:3])
     if np.any(pos < -1e-6) or np.any(pos > dims - 1 + 1e-6):
         raise InputError(f"{path}: the coordinate map's grid (shape {data.shape[:3]}) does "

@@ -30,6 +30,8 @@ from typing import Iterator
 import numpy as np
 
 from rest2visual.checks import InputError, check_affine
+from rest2visual.preprocess.seed import voxel_centers_mm
+from rest2visual.preprocess.template import Grid
 
 #: RAS ↔ LPS: negate x and y (its own inverse)
 LPS = np.diag([-1.0, -1.0, 1.0])
@@ -45,12 +47,6 @@ def _describe(img) -> str:
 
 def _grid_of(img) -> tuple[tuple[int, int, int], np.ndarray]:
     return tuple(int(n) for n in img.shape[:3]), np.asarray(img.affine, dtype=float)
-
-
-def voxel_centres_mm(shape, affine) -> np.ndarray:
-    """RAS mm coordinates of every voxel centre of a grid, shape (X, Y, Z, 3)."""
-    ijk = np.stack(np.meshgrid(*(np.arange(n, dtype=float) for n in shape), indexing="ij"), -1)
-    return ijk @ affine[:3, :3].T + affine[:3, 3]
 
 
 def _interpolation_matrix(coords: np.ndarray, native_shape, order: int, row_ids=None,
@@ -153,12 +149,12 @@ class MniResampler:
             raise InputError(f"{path}: displacement field holds non-finite values")
         native_shape, native_affine = _grid_of(native_img)
         _check_sidecar(path, native_img)
-        target_shape, target_affine = field.shape[:3], np.asarray(field_img.affine, dtype=float)
+        target = Grid(shape=field.shape[:3], affine=np.asarray(field_img.affine, dtype=float))
         # physical MNI point (RAS) + displacement (LPS → RAS) = native point (RAS)
-        points = voxel_centres_mm(target_shape, target_affine) + field @ LPS
+        points = voxel_centers_mm(target) + field @ LPS
         to_index = np.linalg.inv(native_affine)
         coords = points @ to_index[:3, :3].T + to_index[:3, 3]
-        return cls(coords, native_shape, native_affine, target_shape, target_affine,
+        return cls(coords, native_shape, native_affine, target.shape, target.affine,
                    source=str(path))
 
     @classmethod
@@ -263,8 +259,11 @@ def _volume_chunks(img4d, chunk: int) -> Iterator[tuple[int, np.ndarray]]:
             and not img4d.in_memory:
         # one open stream read forwards: re-opening a .nii.gz per chunk would
         # decompress from the start every time (quadratic in the run length)
+        src = img4d.dataobj
+        # the loaded header's vox_offset is reset, so take the spec from the proxy
+        spec = (src.shape, src.dtype, src.offset, src.slope, src.inter)
         with nib.openers.ImageOpener(filename, "rb") as fobj:
-            proxy = nib.arrayproxy.ArrayProxy(fobj, img4d.header)
+            proxy = nib.arrayproxy.ArrayProxy(fobj, spec, order=getattr(src, "order", "F"))
             for t0 in range(0, n_vol, chunk):
                 yield t0, np.asarray(proxy[..., t0:t0 + chunk], dtype=np.float32)
         return

@@ -32,6 +32,7 @@ from typing import Sequence
 
 import numpy as np
 
+from rest2visual.atomic import save_figure, save_nifti
 from rest2visual.checks import InputError, check_affine, check_finite, load_nifti, require_file
 from rest2visual.preprocess.glm import (ols_betas, ols_betas_blocks, seed_design,
                                         stack_run_designs, zscore_in_mask)
@@ -102,10 +103,6 @@ class MaskIndex:
         coords = np.unravel_index(self._flat["F"], self.brain.shape, order="F")
         self._flat["C"] = np.ravel_multi_index(coords, self.brain.shape, order="C")
 
-    @property
-    def n_voxels(self) -> int:
-        return int(self._flat["F"].size)
-
     def series(self, data: np.ndarray) -> np.ndarray:
         """(X, Y, Z, T) → (T, V) float32 (a transposed view of a C-ordered (V, T) array)."""
         order = "F" if data.flags.f_contiguous and not data.flags.c_contiguous else "C"
@@ -132,7 +129,10 @@ def _run_series(img, index: int, mask_img, voxels: MaskIndex) -> np.ndarray:
                          f"found {img.shape}")
     check_affine(img.affine, mask_img.affine, name)
     series = voxels.series(np.asanyarray(img.dataobj))
-    check_finite(series, f"{name} (inside the brain mask)")
+    # a float64 sum is NaN/inf iff some value is (float32 values cannot overflow it);
+    # cheaper than an isfinite mask, which is only built to count the bad values
+    if not np.isfinite(series.sum(dtype=np.float64)):
+        check_finite(series, f"{name} (inside the brain mask)")
     return series
 
 
@@ -170,7 +170,7 @@ def pcc_seed_zmap(run_imgs, mask_img, *, seed_center_mm=PCC_CENTER_MM,
     ----------
     run_imgs : one or more 4D rest runs (X, Y, Z, T_r) on the mask's MNI grid
         (nibabel images or paths); NSD: run01 and run14.
-    mask_img : MNI brain mask (X, Y, Z), nonzero = brain.
+    mask_img : MNI brain mask (X, Y, Z), nonzero = brain (image or path).
     seed_center_mm, seed_radius_mm : seed sphere, MNI mm.
     seed_mask_img : seed mask on the same grid; overrides the sphere.
     bandpass_hz : (low, high) pass band, Hz.
@@ -194,6 +194,8 @@ def pcc_seed_zmap(run_imgs, mask_img, *, seed_center_mm=PCC_CENTER_MM,
                 if isinstance(r, (str, os.PathLike)) else r for r in run_imgs]
     if not run_imgs:
         raise ValueError("no rest run given")
+    if isinstance(mask_img, (str, os.PathLike)):
+        mask_img = load_nifti(mask_img, ndim=3, what="MNI brain mask")
     if confounds is not None and len(confounds) != len(run_imgs):
         raise InputError(f"got {len(confounds)} confound tables for {len(run_imgs)} runs")
     brain = np.asarray(mask_img.dataobj) > 0
@@ -231,3 +233,117 @@ def pcc_seed_zmap(run_imgs, mask_img, *, seed_center_mm=PCC_CENTER_MM,
     out.set_qform(out.affine, code="mni")
     out.header["descrip"] = b"rest2visual PCC seed connectivity z-map"
     return out
+
+
+def load_confounds(path: str | os.PathLike, n_timepoints: int) -> np.ndarray:
+    """A run's confound table (T, K) from a headerless whitespace/tab TSV (NSD motion: K = 6)."""
+    path = require_file(path, "confound table")
+    try:
+        table = np.loadtxt(path, ndmin=2, dtype=np.float64)
+    except ValueError as exc:
+        raise InputError(f"{path}: cannot read a numeric confound table without header "
+                         f"({exc})") from exc
+    if table.shape[0] != n_timepoints:
+        raise InputError(f"{path}: expected {n_timepoints} rows (one per time point of its "
+                         f"run), found {table.shape[0]}")
+    check_finite(table, path)
+    return table
+
+
+def plot_zmap_qc(zmap_img, *, bg_img=None, seed_mask=None, cut_coords=None, title=None):
+    """QC figure: the z-map over the template, orthogonal cuts through ``cut_coords`` (MNI mm).
+
+    ``seed_mask`` (3D boolean on the z-map's grid) is outlined. Returns the matplotlib figure.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import nibabel as nib
+    from nilearn import plotting
+
+    fig = plt.figure(figsize=(9, 3.2))
+    kwargs = {} if bg_img is None else {"bg_img": bg_img}
+    display = plotting.plot_stat_map(zmap_img, display_mode="ortho", cut_coords=cut_coords,
+                                     threshold=2.0, vmax=6.0, title=title, figure=fig,
+                                     draw_cross=False, **kwargs)
+    if seed_mask is not None:
+        seed_img = nib.Nifti1Image(seed_mask.astype(np.float32), zmap_img.affine)
+        display.add_contours(seed_img, levels=[0.5], colors="lime", linewidths=1.0)
+    return fig
+
+
+def _default_template(mask_img):
+    """The MNI template on the mask's grid when the mask is on an FSL MNI grid, else None."""
+    from rest2visual.preprocess.template import mni_grid, mni_template
+
+    res = float(abs(mask_img.affine[0, 0]))
+    grid = mni_grid(res)
+    if tuple(mask_img.shape) == grid.shape and np.allclose(mask_img.affine, grid.affine,
+                                                           atol=1e-3):
+        return mni_template(res)
+    return None  # nilearn's own MNI152 background
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="rest2visual rest-map",
+        description="PCC seed connectivity z-map of one session's rest runs (already in MNI).")
+    p.add_argument("--runs", nargs="+", required=True, metavar="RUN_MNI.nii.gz",
+                   help="4D rest runs on the mask's MNI grid (NSD: run01 run14)")
+    p.add_argument("--mask", required=True, help="MNI brain mask NIfTI")
+    p.add_argument("--seed-center", nargs=3, type=float, default=list(PCC_CENTER_MM),
+                   metavar=("X", "Y", "Z"), help="seed sphere centre, MNI mm (default PCC)")
+    p.add_argument("--seed-radius", type=float, default=PCC_RADIUS_MM, help="seed radius, mm")
+    p.add_argument("--seed-mask", help="seed mask NIfTI on the mask's grid (overrides the sphere)")
+    p.add_argument("--bandpass", nargs=2, type=float, default=[0.01, 0.1],
+                   metavar=("LOW_HZ", "HIGH_HZ"), help="seed band-pass, Hz")
+    p.add_argument("--filter-order", type=int, default=2,
+                   help="Butterworth order of one pass (applied forward-backward)")
+    p.add_argument("--hrf", choices=HRF_MODELS, default="glover", help="canonical HRF")
+    p.add_argument("--combine", choices=COMBINE_MODES, default="mean",
+                   help="mean of run z-maps (re-z-scored) or one fit on concatenated runs")
+    p.add_argument("--confounds", nargs="+", metavar="MOTION.tsv",
+                   help="one headerless confound TSV per run, in the order of --runs")
+    p.add_argument("--tr", type=float, help="TR (s) for runs whose header has no time unit")
+    p.add_argument("--out", required=True, help="output z-map NIfTI (MNI)")
+    p.add_argument("--qc", help="QC figure (png/svg/pdf)")
+    p.add_argument("--template", help="QC background (default: MNI template on the mask grid)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        mask_img = load_nifti(args.mask, ndim=3, what="MNI brain mask")
+        grid = {"shape": mask_img.shape, "affine": mask_img.affine}
+        runs = [load_nifti(r, ndim=4, finite=False, what="rest run in MNI", **grid)
+                for r in args.runs]
+        seed_img = (load_nifti(args.seed_mask, ndim=3, what="seed mask", **grid)
+                    if args.seed_mask else None)
+        confounds = None
+        if args.confounds:
+            if len(args.confounds) != len(runs):
+                raise InputError(f"--confounds: got {len(args.confounds)} tables for "
+                                 f"{len(runs)} runs")
+            confounds = [load_confounds(c, r.shape[3]) for c, r in zip(args.confounds, runs)]
+        zmap = pcc_seed_zmap(runs, mask_img, seed_center_mm=args.seed_center,
+                             seed_radius_mm=args.seed_radius, seed_mask_img=seed_img,
+                             bandpass_hz=tuple(args.bandpass), filter_order=args.filter_order,
+                             hrf_model=args.hrf, combine_runs=args.combine,
+                             confounds=confounds, tr_s=args.tr)
+        save_nifti(zmap, args.out)
+        if args.qc:
+            bg = (load_nifti(args.template, ndim=3, what="QC template") if args.template
+                  else _default_template(mask_img))
+            seed = seed_region(mask_img, center_mm=args.seed_center,
+                               radius_mm=args.seed_radius, seed_mask_img=seed_img)
+            cut = (np.asarray(mask_img.affine)[:3, :3] @ np.argwhere(seed).mean(axis=0)
+                   + np.asarray(mask_img.affine)[:3, 3])
+            fig = plot_zmap_qc(zmap, bg_img=bg, seed_mask=seed, cut_coords=tuple(cut),
+                               title=Path(args.out).name.split(".")[0])
+            save_figure(fig, args.qc, dpi=120)
+    except ValueError as exc:  # InputError and bad parameter values: a message, no traceback
+        print(f"rest2visual rest-map: error: {exc}", file=sys.stderr)
+        return 2
+    return 0

@@ -1,0 +1,265 @@
+"""Native functional grids, each subject's true native → MNI mapping, and anatomy.
+
+A subject's native (func) grid has NSD's simple header: voxel size ``voxel_mm``
+and the origin at the grid centre, so header mm ``p`` says nothing about MNI
+(NSD's quirk; registration must find the alignment). The *true* mapping of a
+native point to MNI152 mm is
+
+    x(p) = c + R·S·(p − d) + u(p)
+
+with ``c`` the MNI brain's centre, ``d`` where the subject's brain centre sits in
+the native field of view (≤ ~8 mm off centre), ``R`` a rotation (≤ ~8° per axis),
+``S`` per-axis scales (0.92–1.08, enlarged where the brain would not fit the field
+of view) and ``u`` a smooth nonlinear displacement: a sum of Gaussian radial basis
+functions (σ ≈ 30 mm) with a peak of a few mm. The inverse (MNI → native) is found
+by fixed-point iteration, which converges because ``u`` is smooth (|∇u| ≪ 1).
+
+The native anatomy is nilearn's 1 mm MNI152 template sampled at each native voxel's
+true MNI position (blurred first to the native voxel size, plus a mild bias field and
+noise); the liberal brain mask is nilearn's brain mask sampled likewise and dilated.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+from scipy import ndimage
+
+from rest2visual.nsd.keys import FUNC1PT8MM_SHAPES
+from rest2visual.nsd.simulate.fields import grid_mm, mm_to_voxel, sample, stream
+from rest2visual.preprocess.template import Grid, mni_grid
+
+NSD_VOXEL_MM = 1.8
+MAX_ROTATION_DEG = 8.0
+MAX_OFFSET_MM = 8.0
+SCALE_RANGE = (0.92, 1.08)
+WARP_CENTRES = 16
+WARP_SIGMA_MM = 30.0
+WARP_PEAK_MM = (2.0, 4.0)
+#: brain below this MNI z (lower brainstem) may fall outside the field of view, as in NSD
+FIT_ABOVE_Z_MM = -45.0
+FIXED_POINT_ITERATIONS = 30
+FIXED_POINT_TOLERANCE_MM = 1e-5
+#: FSL's 1 mm MNI152 grid, the grid of NSD's own func → MNI coordinate maps
+FSL_1MM = Grid(shape=(182, 218, 182),
+               affine=np.array([[-1.0, 0, 0, 90], [0, 1, 0, -126], [0, 0, 1, -72], [0, 0, 0, 1]]))
+
+
+def native_shape(subject: int, voxel_mm: float) -> tuple[int, int, int]:
+    """Native grid (X, Y, Z) voxels: NSD's 1.8 mm grid of ``subject``, same field of view."""
+    shape = FUNC1PT8MM_SHAPES[subject]
+    if abs(voxel_mm - NSD_VOXEL_MM) < 1e-6:
+        return tuple(shape)
+    return tuple(int(np.ceil(n * NSD_VOXEL_MM / voxel_mm - 1e-6)) for n in shape)
+
+
+def native_header_affine(shape, voxel_mm: float) -> np.ndarray:
+    """NSD-style simple header: diagonal voxel size, origin at the grid centre (4×4, mm)."""
+    affine = np.diag([voxel_mm, voxel_mm, voxel_mm, 1.0])
+    affine[:3, 3] = -(np.asarray(shape, dtype=float) - 1) / 2 * voxel_mm
+    return affine
+
+
+def coordmap_grid(resolution_mm: float) -> Grid:
+    """Grid of the func → MNI coordinate map: FSL's 182×218×182 at 1 mm, else ``mni_grid``."""
+    return FSL_1MM if abs(resolution_mm - 1.0) < 1e-6 else mni_grid(resolution_mm)
+
+
+@lru_cache(maxsize=1)
+def _mni152_1mm():
+    """nilearn's bundled 1 mm MNI152 template and brain mask (float32 arrays, affine)."""
+    from nilearn import datasets
+
+    t1 = datasets.load_mni152_template(resolution=1)
+    mask = datasets.load_mni152_brain_mask(resolution=1)
+    return (t1.get_fdata(dtype=np.float32), mask.get_fdata(dtype=np.float32),
+            np.asarray(t1.affine, dtype=float))
+
+
+@lru_cache(maxsize=1)
+def _brain_points() -> np.ndarray:
+    """MNI mm of (a subsample of) brain-mask voxels above FIT_ABOVE_Z_MM, for fitting."""
+    _, mask, affine = _mni152_1mm()
+    ijk = np.argwhere(mask[::2, ::2, ::2] > 0) * 2
+    xyz = ijk @ affine[:3, :3].T + affine[:3, 3]
+    return xyz[xyz[:, 2] > FIT_ABOVE_Z_MM]
+
+
+def _rotation(angles_rad) -> np.ndarray:
+    ax, ay, az = angles_rad
+    rx = np.array([[1, 0, 0], [0, np.cos(ax), -np.sin(ax)], [0, np.sin(ax), np.cos(ax)]])
+    ry = np.array([[np.cos(ay), 0, np.sin(ay)], [0, 1, 0], [-np.sin(ay), 0, np.cos(ay)]])
+    rz = np.array([[np.cos(az), -np.sin(az), 0], [np.sin(az), np.cos(az), 0], [0, 0, 1]])
+    return rz @ ry @ rx
+
+
+@dataclass(frozen=True)
+class SubjectSpace:
+    """A subject's native grid and its true mapping to MNI152 (see the module docstring).
+
+    ``header_affine`` maps native voxel indices to header mm ``p``; ``linear_mm`` (4×4)
+    is the affine part p → MNI mm; the warp is ``Σ_k a_k exp(−|p − c_k|²/2σ²)`` with
+    centres ``warp_centres_mm`` (K, 3, header mm) and amplitudes ``warp_amplitudes_mm``.
+    """
+
+    subject: int
+    shape: tuple[int, int, int]
+    voxel_mm: float
+    header_affine: np.ndarray
+    linear_mm: np.ndarray
+    warp_centres_mm: np.ndarray
+    warp_amplitudes_mm: np.ndarray
+    warp_sigma_mm: float
+    rotation_deg: tuple[float, float, float]
+    scales: tuple[float, float, float]
+    offset_mm: tuple[float, float, float]
+
+    def displacement(self, p_mm: np.ndarray, chunk: int = 1 << 17) -> np.ndarray:
+        """Nonlinear displacement u(p) (N, 3) mm at header-mm points ``p_mm`` (N, 3)."""
+        p_mm = np.asarray(p_mm, dtype=np.float64)
+        c = self.warp_centres_mm
+        out = np.empty_like(p_mm)
+        for s in range(0, len(p_mm), chunk):
+            p = p_mm[s:s + chunk]
+            d2 = (p**2).sum(1)[:, None] + (c**2).sum(1)[None] - 2 * p @ c.T
+            out[s:s + chunk] = np.exp(d2 * (-0.5 / self.warp_sigma_mm**2)) @ self.warp_amplitudes_mm
+        return out
+
+    def native_to_mni_mm(self, ijk: np.ndarray) -> np.ndarray:
+        """True MNI mm (N, 3) of native voxel coordinates ``ijk`` (N, 3, 0-based)."""
+        p = np.asarray(ijk, dtype=np.float64) @ self.header_affine[:3, :3].T + self.header_affine[:3, 3]
+        return p @ self.linear_mm[:3, :3].T + self.linear_mm[:3, 3] + self.displacement(p)
+
+    def mni_to_native(self, xyz_mm: np.ndarray, chunk: int = 1 << 18) -> np.ndarray:
+        """Native voxel coordinates (N, 3, 0-based, continuous) of MNI mm points (N, 3)."""
+        xyz_mm = np.asarray(xyz_mm, dtype=np.float64)
+        inv_lin = np.linalg.inv(self.linear_mm)
+        inv_hdr = np.linalg.inv(self.header_affine)
+        out = np.empty_like(xyz_mm)
+        for s in range(0, len(xyz_mm), chunk):
+            x = xyz_mm[s:s + chunk]
+            p = x @ inv_lin[:3, :3].T + inv_lin[:3, 3]
+            for _ in range(FIXED_POINT_ITERATIONS):
+                nxt = (x - self.displacement(p)) @ inv_lin[:3, :3].T + inv_lin[:3, 3]
+                done = np.abs(nxt - p).max() < FIXED_POINT_TOLERANCE_MM
+                p = nxt
+                if done:
+                    break
+            out[s:s + chunk] = p @ inv_hdr[:3, :3].T + inv_hdr[:3, 3]
+        return out
+
+    def voxel_mni_mm(self) -> np.ndarray:
+        """True MNI mm of every native voxel: (X, Y, Z, 3) float64."""
+        ijk = np.indices(self.shape).reshape(3, -1).T
+        return self.native_to_mni_mm(ijk).reshape(*self.shape, 3)
+
+    def to_json(self) -> dict:
+        return {
+            "shape": list(self.shape), "voxel_mm": self.voxel_mm,
+            "header_affine": self.header_affine.tolist(),
+            "linear_mm": self.linear_mm.tolist(),
+            "rotation_deg": list(self.rotation_deg), "scales": list(self.scales),
+            "offset_mm": list(self.offset_mm),
+            "warp": {"sigma_mm": self.warp_sigma_mm,
+                     "centres_mm": self.warp_centres_mm.tolist(),
+                     "amplitudes_mm": self.warp_amplitudes_mm.tolist()},
+        }
+
+
+def make_subject_space(subject: int, voxel_mm: float, seed: int) -> SubjectSpace:
+    """Draw ``subject``'s native grid and true native → MNI mapping from ``seed``."""
+    rng = stream(seed, "anatomy.space", subject)
+    shape = native_shape(subject, voxel_mm)
+    header = native_header_affine(shape, voxel_mm)
+    angles_deg = rng.uniform(-MAX_ROTATION_DEG, MAX_ROTATION_DEG, 3)
+    scales = rng.uniform(*SCALE_RANGE, 3)
+    offset = rng.uniform(-MAX_OFFSET_MM, MAX_OFFSET_MM, 3)
+    rot = _rotation(np.deg2rad(angles_deg))
+    brain = _brain_points()
+    centre = (brain.min(0) + brain.max(0)) / 2
+    warp_peak = rng.uniform(*WARP_PEAK_MM)
+    half_fov = np.asarray(shape) * voxel_mm / 2
+    margin = voxel_mm + warp_peak
+    # a brain that would not fit the field of view is made smaller along that axis
+    # (real brains are smaller than MNI152, NSD's field of view is tight)
+    for _ in range(3):
+        local = (brain - centre) @ rot / scales  # = S⁻¹Rᵀ(x − c), native mm about d
+        half_extent = (local.max(0) - local.min(0)) / 2
+        scales = scales * np.maximum(1.0, half_extent / (half_fov - margin))
+    local = (brain - centre) @ rot / scales
+    mid = (local.max(0) + local.min(0)) / 2
+    room = np.maximum(half_fov - margin - (local.max(0) - local.min(0)) / 2, 0.0)
+    offset = np.clip(offset, -room, room) - mid
+    m = rot * scales  # R·S
+    linear = np.eye(4)
+    linear[:3, :3] = m
+    linear[:3, 3] = centre - m @ offset
+    centres = rng.uniform(-half_fov, half_fov, (WARP_CENTRES, 3))
+    amplitudes = rng.standard_normal((WARP_CENTRES, 3))
+    space = SubjectSpace(subject, shape, float(voxel_mm), header, linear, centres, amplitudes,
+                         WARP_SIGMA_MM, tuple(angles_deg), tuple(scales), tuple(offset))
+    probe = np.indices(shape)[:, ::2, ::2, ::2].reshape(3, -1).T
+    probe_mm = probe @ header[:3, :3].T + header[:3, 3]
+    peak = np.abs(space.displacement(probe_mm)).max()
+    return SubjectSpace(subject, shape, float(voxel_mm), header, linear, centres,
+                        amplitudes * (warp_peak / peak), WARP_SIGMA_MM, tuple(angles_deg),
+                        tuple(scales), tuple(offset))
+
+
+@lru_cache(maxsize=2)
+def _blurred_t1(voxel_mm: float) -> np.ndarray:
+    """The 1 mm template blurred to a native voxel's extent (sampling it then mimics
+    partial volume)."""
+    t1 = _mni152_1mm()[0]
+    sigma = np.sqrt(max(voxel_mm**2 - 1.0, 0.0)) / 2.355
+    return ndimage.gaussian_filter(t1, sigma) if sigma > 0.1 else t1
+
+
+def native_anatomy(space: SubjectSpace, voxel_mni_mm: np.ndarray, seed: int) -> np.ndarray:
+    """T1 anatomy in native space, int16 (X, Y, Z), template intensities × 1000."""
+    affine = _mni152_1mm()[2]
+    t1 = _blurred_t1(space.voxel_mm)
+    flat = voxel_mni_mm.reshape(-1, 3)
+    values = sample(t1, affine, flat, mode="constant").reshape(space.shape)
+    rng = stream(seed, "anatomy.t1", space.subject)
+    p = np.indices(space.shape, dtype=np.float64) - ((np.asarray(space.shape) - 1) / 2)[:, None, None, None]
+    p = p / (np.asarray(space.shape)[:, None, None, None] / 2)  # −1..1 across the field of view
+    coef = rng.normal(0, 0.06, 3)
+    bias = np.exp(np.tensordot(coef, p, axes=1) + rng.normal(0, 0.04) * (p**2).sum(0))
+    noisy = values * bias + rng.normal(0, 0.01, space.shape)
+    return np.clip(np.rint(noisy * 1000), 0, 32767).astype(np.int16)
+
+
+def native_brain(space: SubjectSpace, voxel_mni_mm: np.ndarray) -> np.ndarray:
+    """Native voxels inside the true brain (bool (X, Y, Z)): nilearn's mask, sampled."""
+    _, mask, affine = _mni152_1mm()
+    return sample(mask, affine, voxel_mni_mm.reshape(-1, 3), mode="constant").reshape(space.shape) > 0.5
+
+
+def liberal_brainmask(brain: np.ndarray, voxel_mm: float) -> np.ndarray:
+    """NSD's liberal mask: the brain dilated by ~4 mm (at least one voxel), bool."""
+    steps = max(1, int(round(4.0 / voxel_mm)))
+    return ndimage.binary_dilation(brain, ndimage.generate_binary_structure(3, 1), steps)
+
+
+def func_to_mni_coordmap(space: SubjectSpace, grid: Grid,
+                         ijk: np.ndarray | None = None) -> np.ndarray:
+    """NSD's func → MNI coordinate map on ``grid``: (X, Y, Z, 3) float32.
+
+    For each MNI voxel, the 1-based native voxel coordinates it comes from, 9999 where
+    that point lies outside the native field of view. ``ijk``: the 0-based native
+    coordinates of the grid's voxels if already computed ((X, Y, Z, 3)).
+    """
+    if ijk is None:
+        ijk = space.mni_to_native(grid_mm(grid).reshape(-1, 3))
+    ijk = np.asarray(ijk).reshape(-1, 3)
+    inside = np.all((ijk >= 0) & (ijk <= np.asarray(space.shape) - 1), axis=1)
+    out = np.where(inside[:, None], ijk + 1, 9999.0).astype(np.float32)
+    return out.reshape(*grid.shape, 3)
+
+
+__all__ = ["SubjectSpace", "make_subject_space", "native_shape", "native_header_affine",
+           "coordmap_grid", "native_anatomy", "native_brain", "liberal_brainmask",
+           "func_to_mni_coordmap", "mm_to_voxel", "FSL_1MM"]

@@ -1,0 +1,151 @@
+"""Resting-state networks, their time courses and the native rest runs.
+
+Four networks are defined in MNI space as sums of Gaussian blobs at anatomical
+coordinates (``NETWORKS``): the default-mode network (PCC, mPFC, angular gyri),
+visual, sensorimotor and fronto-parietal. Each subject gets its own topography: every
+blob's centre is shifted (N(0, 3 mm) per axis), its amplitude and width scaled. The
+DMN map also carries ``−DMN_COUPLING · h_s`` in visual cortex, the subject's gain
+topography of evoked responses (see ``responses``), so the PCC seed map reveals it.
+
+A rest run of T volumes (TR in s) at native voxel v with true MNI position x_v is
+
+    S(v, t) = B(v) · (1 + 0.01 · [Σ_n A_n m_n(x_v) c_n(t) + drift(v, t) + σ_w ε(v, t)])
+              − ∇B(v) · Δ(v, t)
+
+with B the EPI baseline (~1000, tissue dependent), m_n the network maps, c_n
+band-limited time courses (mostly 0.01–0.1 Hz, unit variance), a slow polynomial drift,
+white noise, and Δ the displacement of voxel v by the head motion of the run (a small
+rigid random walk, written to the motion TSV), so motion confounds are real.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from rest2visual.nsd.simulate import fields
+from rest2visual.preprocess.template import Grid
+
+#: name → list of (MNI centre mm, sigma mm, weight); x-mirrored pairs written out
+NETWORKS = {
+    "dmn": [((0, -52, 26), 9.0, 1.0), ((0, 52, -6), 10.0, 0.8),
+            ((-46, -68, 32), 8.0, 0.7), ((46, -68, 32), 8.0, 0.7)],
+    "visual": [((-10, -90, 2), 10.0, 1.0), ((10, -90, 2), 10.0, 1.0),
+               ((-28, -78, -8), 10.0, 0.7), ((28, -78, -8), 10.0, 0.7)],
+    "sensorimotor": [((-38, -24, 56), 10.0, 1.0), ((38, -24, 56), 10.0, 1.0),
+                     ((0, -12, 60), 8.0, 0.7)],
+    "frontoparietal": [((-44, 34, 26), 10.0, 1.0), ((44, 34, 26), 10.0, 1.0),
+                       ((-40, -52, 44), 9.0, 0.9), ((40, -52, 44), 9.0, 0.9)],
+}
+#: % signal change of each network's fluctuation at its peak
+AMPLITUDE_PCT = {"dmn": 2.0, "visual": 1.2, "sensorimotor": 1.5, "frontoparietal": 1.2}
+DMN_COUPLING = 0.5
+BLOB_SHIFT_MM = 3.0
+BAND_HZ = (0.01, 0.1)
+WHITE_NOISE_PCT = 1.0
+DRIFT_PCT = 0.5
+MOTION = {"translation_step_mm": 0.02, "rotation_step_rad": 0.0003}
+
+
+def subject_blobs(subject: int, seed: int) -> dict[str, list[dict]]:
+    """Each network's blobs with the subject's shifts and scalings (JSON-able)."""
+    rng = fields.stream(seed, "networks.topography", subject)
+    out = {}
+    for name, blobs in NETWORKS.items():
+        out[name] = [{"centre_mm": (np.asarray(c, float) + rng.normal(0, BLOB_SHIFT_MM, 3)).tolist(),
+                      "sigma_mm": float(s * rng.uniform(0.9, 1.1)),
+                      "weight": float(w * rng.uniform(0.8, 1.2))} for c, s, w in blobs]
+    return out
+
+
+def network_maps(grid: Grid, blobs: dict[str, list[dict]], brain_soft: np.ndarray,
+                 h: np.ndarray, visual: np.ndarray) -> dict[str, np.ndarray]:
+    """Each network's spatial map on ``grid`` (float32 (X, Y, Z), peak ~1, brain only).
+
+    The DMN map includes ``−DMN_COUPLING · h · visual`` (the gain coupling).
+    """
+    xyz = fields.grid_mm(grid)
+    maps = {}
+    for name, parts in blobs.items():
+        m = sum(p["weight"] * fields.gaussian_blob(xyz, p["centre_mm"], p["sigma_mm"]) for p in parts)
+        if name == "dmn":
+            m = m - DMN_COUPLING * h * visual
+        maps[name] = (m * brain_soft).astype(np.float32)
+    return maps
+
+
+def bandlimited(rng: np.random.Generator, n: int, tr_s: float,
+                band_hz: tuple[float, float] = BAND_HZ) -> np.ndarray:
+    """Unit-variance noise with its power mostly in ``band_hz`` (n,) float64."""
+    pad = 2 * n  # zero-padding against circular wrap-around of the filter
+    spectrum = np.fft.rfft(rng.standard_normal(pad))
+    freq = np.fft.rfftfreq(pad, tr_s)
+    lo, hi = band_hz
+    # raised-cosine band edges a fifth of an octave wide: no ringing
+    edge = lambda f, f0: np.clip((np.log2(np.maximum(f, 1e-9) / f0) / 0.2 + 1) / 2, 0, 1)
+    gain = np.sin(np.pi / 2 * edge(freq, lo)) * np.sin(np.pi / 2 * (1 - edge(freq, hi)))
+    x = np.fft.irfft(spectrum * gain, pad)[:n]
+    return (x - x.mean()) / x.std()
+
+
+def motion_parameters(rng: np.random.Generator, n: int) -> np.ndarray:
+    """(n, 6) head motion: 3 translations (mm), 3 rotations (rad), relative to volume 0."""
+    steps = rng.standard_normal((n, 6)) * np.repeat(
+        [MOTION["translation_step_mm"], MOTION["rotation_step_rad"]], 3)
+    walk = np.cumsum(steps, axis=0)
+    return walk - walk[0]
+
+
+@dataclass
+class RestSetup:
+    """The subject's time-invariant rest quantities at its in-mask native voxels (N of them).
+
+    ``maps``: (networks, N) network loadings; ``baseline``: B (N,); ``gradient``: ∇B
+    (N, 3) per mm; ``lever``: p × ∇B (N, 3) with p the native header mm, so that a
+    rotation ω changes the signal by −ω · (p × ∇B); ``drift_loading``: (N,) spatial
+    variation of drift.
+    """
+
+    names: tuple[str, ...]
+    maps: np.ndarray
+    baseline: np.ndarray
+    gradient: np.ndarray
+    lever: np.ndarray
+    drift_loading: np.ndarray
+
+
+def epi_baseline(anatomy: np.ndarray, brain: np.ndarray, voxel_mm: float) -> np.ndarray:
+    """EPI mean image B (float32, native): ~1000 in brain (T2*-like contrast), ~400 around it."""
+    t1 = anatomy.astype(np.float32) / 1000.0
+    brain_soft = fields.soft_mask(brain, 2 * voxel_mm, voxel_mm)
+    return (400.0 + brain_soft * 800.0 * (1.1 - 0.45 * t1)).astype(np.float32)
+
+
+def rest_run(setup: RestSetup, volumes: int, tr_s: float, rng: np.random.Generator,
+             chunk: int = 65536) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Simulate one rest run at the in-mask voxels.
+
+    Returns (data int16 (N, T), time courses (networks, T) float64, motion (T, 6)).
+    """
+    n_vox = setup.maps.shape[1]
+    courses = np.stack([bandlimited(rng, volumes, tr_s) for _ in setup.names])
+    amps = np.array([AMPLITUDE_PCT[n] for n in setup.names])[:, None]
+    motion = motion_parameters(rng, volumes)
+    t = np.linspace(-1, 1, volumes)
+    drift = (rng.normal(0, 1) * t + rng.normal(0, 0.5) * (1.5 * t**2 - 0.5)) * DRIFT_PCT
+    out = np.empty((n_vox, volumes), np.int16)
+    loads = (amps * courses).astype(np.float32)
+    trans, rot = motion[:, :3].T.astype(np.float32), motion[:, 3:].T.astype(np.float32)
+    for s in range(0, n_vox, chunk):
+        sl = slice(s, min(s + chunk, n_vox))
+        pct = (setup.maps[:, sl].T @ loads
+               + setup.drift_loading[sl, None] * drift[None].astype(np.float32)
+               + np.float32(WHITE_NOISE_PCT)
+               * rng.standard_normal((sl.stop - sl.start, volumes), dtype=np.float32))
+        signal = setup.baseline[sl, None] * (1 + np.float32(0.01) * pct)
+        # voxel displacement Δ = translation + ω × p (small angles) moves the image:
+        # δS = −∇B·Δ = −∇B·translation − ω·(p × ∇B)
+        signal -= setup.gradient[sl] @ trans + setup.lever[sl] @ rot
+        out[sl] = np.clip(np.rint(signal), 0, 32767).astype(np.int16)
+    return out, courses, motion

@@ -1,0 +1,321 @@
+"""The triplet pack: round trip, trial table, bad inputs, validation, interrupted writes."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import h5py
+import nibabel as nib
+import numpy as np
+import pytest
+
+from rest2visual.checks import InputError
+from rest2visual.dataset import validate
+from rest2visual.dataset.images import resize_image
+from rest2visual.dataset.pack import Pack, entity, main as pack_main, pack_triplets
+from rest2visual.maskvec import MaskedGrid
+from rest2visual.paths import bids_name
+
+# NSD's design rule, used only while rest2visual.nsd.design is not in the package yet
+FAKE_DESIGN = textwrap.dedent('''
+    import numpy as np
+    import pandas as pd
+    import scipy.io
+
+    def load_expdesign(path):
+        m = scipy.io.loadmat(path)
+        return {k: np.asarray(m[k]) for k in ("masterordering", "subjectim", "sharedix")}
+
+    def trial_table(design, subject, session, trials_per_session):
+        order = design["masterordering"].ravel()
+        k = (session - 1) * trials_per_session + np.arange(trials_per_session)
+        ten_k = order[k]
+        first = np.array([np.sum(order[:kk] == order[kk]) for kk in k])
+        return pd.DataFrame({"subject": subject, "session": session,
+                             "trial": np.arange(1, trials_per_session + 1),
+                             "nsd_id": design["subjectim"][subject - 1, ten_k - 1] - 1,
+                             "shared": ten_k <= 1000, "repeat": first})
+''')
+INSTALL_DESIGN = textwrap.dedent('''
+    import importlib.util, sys
+    try:
+        import rest2visual.nsd.design
+    except ModuleNotFoundError:
+        spec = importlib.util.spec_from_file_location("rest2visual.nsd.design", {fake!r})
+        mod = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mod)
+        sys.modules["rest2visual.nsd.design"] = mod
+''')
+
+
+@pytest.fixture
+def design(tmp_path, monkeypatch):
+    """rest2visual.nsd.design, or NSD's rule as a stand-in module while it is missing."""
+    try:
+        from rest2visual.nsd import design as real
+        return real
+    except ImportError:
+        path = tmp_path / "fake_design.py"
+        path.write_text(FAKE_DESIGN)
+        spec = importlib.util.spec_from_file_location("rest2visual.nsd.design", path)
+        mod = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mod)
+        monkeypatch.setitem(sys.modules, "rest2visual.nsd.design", mod)
+        return mod
+
+
+def make_world(root: Path, *, shape=(9, 11, 9), tps=20, n_images=60, image_px=40,
+               sessions=((1, 21), (1, 22), (2, 21), (2, 22)), seed=0) -> dict:
+    """Fake inputs of the pack stage: mask, design, stimuli, rest maps, evoked files, ncsnr.
+
+    Bad trials: sub-01 ses-21 trial 5 (all zero), sub-02 ses-22 trial 7 (NaN), both listed.
+    """
+    import scipy.io
+
+    rng = np.random.default_rng(seed)
+    root.mkdir(parents=True, exist_ok=True)
+    affine = np.diag([-4.0, 4.0, 4.0, 1.0])
+    affine[:3, 3] = (16, -20, -16)
+    ijk = np.indices(shape).reshape(3, -1).T
+    centre, radii = (np.array(shape) - 1) / 2, np.array(shape) / 2.2
+    mask = (((ijk - centre) / radii) ** 2).sum(1).reshape(shape) <= 1
+    grid = MaskedGrid(mask, affine)
+    w = {"grid": grid, "root": root, "tps": tps, "mask": root / "mask.nii.gz"}
+    nib.save(nib.Nifti1Image(mask.astype(np.uint8), affine), w["mask"])
+    # design: 10k slots 1..1000 shared (images 1..20), the rest subject-specific
+    order = rng.choice(np.r_[1:11, 1001:1031], 30000).astype(np.int32)
+    subjectim = np.zeros((8, 10000), np.int32)
+    subjectim[:, :1000] = 1 + np.arange(1000) % 20
+    for s in range(8):
+        subjectim[s, 1000:] = 21 + (np.arange(9000) + 7 * s) % (n_images - 20)
+    w["expdesign"] = root / "nsd_expdesign.mat"
+    scipy.io.savemat(w["expdesign"], {"masterordering": order[None], "subjectim": subjectim,
+                                      "sharedix": np.arange(1, 21)[None]})
+    w["stimuli"] = root / "nsd_stimuli.hdf5"
+    w["brick"] = rng.integers(0, 256, (n_images, image_px, image_px, 3), dtype=np.uint8)
+    with h5py.File(w["stimuli"], "w") as h5:
+        h5["imgBrick"] = w["brick"]
+    w["rest"], w["evoked"], w["rest_data"], w["beta_data"] = {}, {}, {}, {}
+    for sub, ses in sessions:
+        vol = np.zeros(shape, np.float32)
+        vol[mask] = rng.normal(size=grid.n_voxels)
+        w["rest_data"][sub, ses] = vol
+        path = root / bids_name("zmap", "nii.gz", sub=f"{sub:02d}", ses=ses, space="MNI152",
+                                res=4, desc="pcc")
+        nib.save(nib.Nifti1Image(vol, affine), path)
+        w["rest"][sub, ses] = path
+        betas = rng.normal(scale=3, size=(tps, grid.n_voxels)).astype(np.float32)
+        bad = []
+        if (sub, ses) == (1, 21):
+            betas[4], bad = 0, [5]
+        if (sub, ses) == (2, 22):
+            betas[6, :3], bad = np.nan, [7]
+        w["beta_data"][sub, ses] = betas
+        w["evoked"][sub, ses] = write_evoked(root, grid, sub, ses, betas, bad)
+    w["ncsnr"] = {}
+    for sub in sorted({s for s, _ in sessions}):
+        path = root / bids_name("ncsnr", "nii.gz", sub=f"{sub:02d}", space="MNI152", res=4)
+        nib.save(nib.Nifti1Image(rng.random(shape).astype(np.float32), affine), path)
+        w["ncsnr"][sub] = path
+    return w
+
+
+def write_evoked(root, grid, sub, ses, betas, bad, name=None):
+    path = root / (name or bids_name("betas", "h5", sub=f"{sub:02d}", ses=ses, space="MNI152",
+                                     res=4))
+    with h5py.File(path, "w") as h5:
+        grid.write_h5(h5)
+        h5.create_dataset("betas", data=betas, chunks=(1, betas.shape[1]))
+        h5["trial"] = np.arange(1, len(betas) + 1, dtype=np.int32)
+        h5.attrs.update(subject=sub, session=ses, bad_trials=np.asarray(bad, np.int32))
+    return path
+
+
+def pack_world(w, out, **kw) -> Path:
+    return pack_triplets(out, rest_maps=w["rest"], evoked=w["evoked"],
+                         expdesign_path=w["expdesign"], stimuli_path=w["stimuli"],
+                         mask_path=w["mask"], image_size=16, trials_per_session=w["tps"],
+                         config_hash="abc123", ncsnr=w["ncsnr"], verbose=False, **kw)
+
+
+@pytest.fixture
+def world(tmp_path, design):
+    return make_world(tmp_path / "in")
+
+
+def test_round_trip_and_trial_table(world, design, tmp_path):
+    path = pack_world(world, tmp_path / "pack.h5")
+    grid = world["grid"]
+    with Pack(path) as pack:
+        assert np.array_equal(pack.grid.mask, grid.mask)
+        assert np.allclose(pack.grid.affine, grid.affine)
+        trials, rest_index = pack.trials, pack.rest_index
+        h5 = pack.h5
+        assert h5["betas"].dtype == np.float16 and h5["betas"].chunks == (1, grid.n_voxels)
+        for key, vol in world["rest_data"].items():
+            row = np.flatnonzero((rest_index.subject == key[0]) & (rest_index.session == key[1]))
+            back = pack.grid.to_nifti(h5["rest_maps"][int(row[0])])
+            assert np.array_equal(back.get_fdata(dtype=np.float32), vol)  # float32: exact
+            assert np.allclose(back.affine, grid.affine)
+        expdesign = design.load_expdesign(world["expdesign"])
+        for (sub, ses), betas in world["beta_data"].items():
+            mine = trials[(trials.subject == sub) & (trials.session == ses)]
+            table = design.trial_table(expdesign, sub, ses, world["tps"]).set_index("trial")
+            want = table.loc[mine.trial]
+            for col in ("nsd_id", "shared", "repeat"):
+                assert np.array_equal(mine[col].to_numpy(), want[col].to_numpy()), col
+            packed = h5["betas"][mine.index.to_numpy()].astype(np.float32)
+            assert np.allclose(packed, betas[mine.trial - 1], rtol=1e-3, atol=1e-3)  # float16
+            vol = pack.grid.to_nifti(h5["betas"][int(mine.index[0])]).get_fdata()
+            assert np.allclose(vol[grid.mask], betas[mine.trial.iloc[0] - 1], rtol=1e-3, atol=1e-3)
+            assert not vol[~grid.mask].any()
+        # every trial's image is the resized imgBrick entry of its 73k id
+        ids = pack.image_nsd_ids
+        assert np.array_equal(ids[trials.image_row], trials.nsd_id)
+        for row in (0, len(ids) // 2, len(ids) - 1):
+            assert np.array_equal(h5["images"][row], resize_image(world["brick"][ids[row]], 16))
+        # bad trials left out and listed
+        assert len(trials) == 4 * world["tps"] - 2
+        assert sorted(map(tuple, h5["excluded_trials"][()])) == [(1, 21, 5), (2, 22, 7)]
+        assert not ((trials.subject == 1) & (trials.session == 21) & (trials.trial == 5)).any()
+        attrs = pack.attrs
+        assert attrs["config_hash"] == "abc123" and attrs["n_trials"] == len(trials)
+        assert attrs["n_voxels"] == grid.n_voxels and attrs["resolution_mm"] == 4.0
+        assert attrs["n_excluded_trials"] == 2
+        for key in validate.REQUIRED_ATTRS:
+            assert key in attrs
+        ncsnr = nib.load(world["ncsnr"][2]).get_fdata(dtype=np.float32)[grid.mask]
+        assert np.array_equal(pack.ncsnr(2), ncsnr) and pack.ncsnr(5) is None
+    assert validate.validate_pack(path) == []
+    assert validate.main([str(path)]) == 0
+
+
+def test_cli_matches_files_by_entities(world, tmp_path, capsys):
+    out = tmp_path / "cli.h5"
+    rest = [str(p) for p in world["rest"].values()][::-1]
+    # evoked matched by its attributes, even under a name without entities
+    evoked = []
+    for i, p in enumerate(world["evoked"].values()):
+        evoked.append(str(shutil.copy(p, tmp_path / f"evoked{i}.h5")))
+    args = ["--rest", *rest, "--evoked", *evoked[::-1], "--expdesign", str(world["expdesign"]),
+            "--stimuli", str(world["stimuli"]), "--mask", str(world["mask"]),
+            "--ncsnr", *map(str, world["ncsnr"].values()), "--image-size", "16",
+            "--trials-per-session", str(world["tps"]), "--config-hash", "h", "--out", str(out)]
+    assert pack_main(args) == 0
+    assert "excluded 2 bad trials" in capsys.readouterr().out
+    ref = pack_world(world, tmp_path / "api.h5")
+    with Pack(out) as a, Pack(ref) as b:
+        assert a.trials.equals(b.trials)
+        assert np.array_equal(a.h5["betas"][()], b.h5["betas"][()])
+    assert entity("sub-03_ses-21_space-MNI152_res-4_desc-pcc_zmap.nii.gz", "session") == 21
+    with pytest.raises(InputError, match="no 'sub-NN'"):
+        entity("zmap.nii.gz", "subject")
+
+
+def test_bad_inputs_name_the_file(world, tmp_path):
+    out = tmp_path / "bad.h5"
+    key = (2, 21)
+    # evoked on another mask
+    grid = world["grid"]
+    other = MaskedGrid(np.roll(grid.mask, 1, axis=0), grid.affine)
+    bad = dict(world["evoked"])
+    bad[key] = write_evoked(tmp_path, other, *key, np.zeros((world["tps"], other.n_voxels),
+                                                            np.float32), [], "other.h5")
+    with pytest.raises(InputError, match="other.h5: brain mask differs"):
+        pack_world({**world, "evoked": bad}, out)
+    # a NaN beta that the evoked stage did not list as bad
+    betas = world["beta_data"][key].copy()
+    betas[3, 0] = np.nan
+    bad[key] = write_evoked(tmp_path, grid, *key, betas, [], "nan.h5")
+    with pytest.raises(InputError, match="nan.h5: rows"):
+        pack_world({**world, "evoked": bad}, out)
+    # a rest map on another grid
+    rest = dict(world["rest"])
+    rest[key] = tmp_path / "shifted.nii.gz"
+    shifted = grid.affine.copy()
+    shifted[:3, 3] += 2
+    nib.save(nib.Nifti1Image(world["rest_data"][key], shifted), rest[key])
+    with pytest.raises(InputError, match="shifted.nii.gz: affine"):
+        pack_world({**world, "rest": rest}, out)
+    # sessions that do not pair up
+    with pytest.raises(InputError, match="only evoked"):
+        pack_world({**world, "rest": {k: v for k, v in world["rest"].items() if k != key}}, out)
+    # an image id beyond imgBrick
+    with h5py.File(tmp_path / "small_brick.hdf5", "w") as h5:
+        h5["imgBrick"] = world["brick"][:10]
+    with pytest.raises(InputError, match="small_brick.hdf5: image ids"):
+        pack_world({**world, "stimuli": tmp_path / "small_brick.hdf5"}, out)
+    assert not out.exists() and not list(tmp_path.glob(".bad.tmp-*"))
+
+
+def corrupt(src: Path, dst: Path, edit) -> Path:
+    shutil.copy(src, dst)
+    with h5py.File(dst, "r+") as h5:
+        edit(h5)
+    return dst
+
+
+def test_validate_catches_corruption(world, tmp_path, capsys):
+    good = pack_world(world, tmp_path / "good.h5")
+
+    def out_of_range(h5):
+        h5["trials/image_row"][0] = h5["images"].shape[0] + 3
+
+    def nan_beta(h5):
+        h5["betas"][2, 5] = np.nan
+
+    def duplicate(h5):
+        h5["trials/trial"][1] = h5["trials/trial"][0]
+
+    def wrong_rest(h5):
+        h5["trials/rest_row"][0] = h5["rest_maps"].shape[0] - 1
+
+    def no_attr(h5):
+        del h5.attrs["config_hash"]
+
+    cases = {"image_row outside": out_of_range, "non-finite": nan_beta,
+             "duplicate": duplicate, "rest_index": wrong_rest, "config_hash": no_attr}
+    for i, (expected, edit) in enumerate(cases.items()):
+        bad = corrupt(good, tmp_path / f"bad{i}.h5", edit)
+        problems = validate.validate_pack(bad)
+        assert any(expected in p for p in problems), (expected, problems)
+        assert all(str(bad) in p for p in problems)
+        assert validate.main([str(bad)]) == 1
+    assert expected in capsys.readouterr().err
+    (tmp_path / "junk.h5").write_bytes(b"not hdf5")
+    assert validate.validate_pack(tmp_path / "junk.h5")
+
+
+def test_killed_pack_leaves_no_final_file_and_reruns(tmp_path, design):
+    """SIGKILL while the pack is being written: no file under the final name; a rerun packs."""
+    w = make_world(tmp_path / "in", shape=(22, 26, 22), tps=120, n_images=80, image_px=425,
+                   sessions=((1, 21), (1, 22), (2, 21), (2, 22)), seed=1)
+    out = tmp_path / "out" / "pack.h5"
+    fake = tmp_path / "fake_design.py"
+    fake.write_text(FAKE_DESIGN)
+    args = ["--rest", *map(str, w["rest"].values()), "--evoked", *map(str, w["evoked"].values()),
+            "--expdesign", str(w["expdesign"]), "--stimuli", str(w["stimuli"]),
+            "--mask", str(w["mask"]), "--image-size", "64",
+            "--trials-per-session", str(w["tps"]), "--out", str(out)]
+    code = INSTALL_DESIGN.format(fake=str(fake)) + (
+        "from rest2visual.dataset.pack import main\n"
+        f"sys.exit(main({args!r}))\n")
+    proc = subprocess.Popen([sys.executable, "-c", code])
+    deadline = time.monotonic() + 60
+    while not list(out.parent.glob(".pack.tmp-*")) and proc.poll() is None:
+        assert time.monotonic() < deadline, "the pack never started writing"
+        time.sleep(0.001)
+    os.kill(proc.pid, signal.SIGKILL)
+    assert proc.wait() == -signal.SIGKILL, "the pack finished before it could be killed"
+    assert not out.exists()
+    assert list(out.parent.glob(".pack.tmp-*"))  # the killed writer's partial file
+    assert pack_main(args) == 0  # the rerun, in this process (design fixture installed)
+    assert validate.validate_pack(out) == []
