@@ -21,7 +21,7 @@ from rest2visual.evaluate.baselines import (
 )
 from rest2visual.evaluate.decoding import decoding_probe, identification
 from rest2visual.evaluate.metrics import pearson_voxels
-from rest2visual.evaluate.ridge import cv_folds, fit_ridge_cv
+from rest2visual.evaluate.ridge import cv_folds, fit_ridge_cv, thin_svd
 
 
 @pytest.fixture
@@ -91,6 +91,20 @@ def _problem(rng, n=90, p=12, t=25, noise=2.0):
     w = rng.normal(size=(p, t)) * rng.uniform(0, 1, t)  # targets of different SNR
     y = x @ w + noise * rng.normal(size=(n, t)) + 3
     return x, y
+
+
+@pytest.mark.parametrize("shape", [(40, 7), (7, 40)])
+def test_thin_svd_matches_lapack(rng, shape):
+    x = rng.normal(size=shape)
+    x -= x.mean(axis=0)  # centred: one zero singular value when wide, which is dropped
+    u, s, vt = thin_svd(x)
+    np.testing.assert_allclose(u @ np.diag(s) @ vt, x, atol=1e-10)
+    np.testing.assert_allclose(u.T @ u, np.eye(len(s)), atol=1e-10)
+    np.testing.assert_allclose(vt @ vt.T, np.eye(len(s)), atol=1e-10)
+    lapack = np.linalg.svd(x, compute_uv=False)
+    np.testing.assert_allclose(np.sort(s)[::-1], lapack[lapack > 1e-6 * lapack[0]], rtol=1e-10)
+    with pytest.raises(InputError, match="no variance"):
+        thin_svd(np.zeros(shape))
 
 
 @pytest.mark.parametrize("p", [12, 150])  # tall (n > p) and wide (p > n) features
@@ -194,7 +208,8 @@ def test_decoding_probe_planted_vs_noise(rng):
     betas = emb @ mixing + 6.0 * rng.normal(size=(n_train + n_test, v))
     noise = rng.normal(size=(n_test, v))
     table = decoding_probe(betas[:n_train], emb[:n_train],
-                           {"measured": betas[n_train:], "predicted": 0.2 * betas[n_train:] + 5, "noise": noise},
+                           {"measured": betas[n_train:], "predicted": 0.2 * betas[n_train:] + 5,
+                            "noise": noise},
                            emb[n_train:], cv=5)
     rows = table.set_index("source")
     chance = rows.loc["measured", "chance_top1"]

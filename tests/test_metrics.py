@@ -18,9 +18,13 @@ from rest2visual.evaluate.intersubject import diagonality_index, intersubject_ma
 from rest2visual.evaluate.metrics import (
     mae_rows, pearson_rows, pearson_voxels, per_roi, rdm, region_scores, rsa, ssim3d, ssim_rows, zscore_rows,
 )
-from rest2visual.evaluate.noise_ceiling import noise_ceiling, noise_normalized_accuracy, summarize_noise_normalized
+from rest2visual.evaluate.noise_ceiling import (
+    noise_ceiling, noise_normalized_accuracy, summarize_noise_normalized,
+)
 from rest2visual.evaluate.stats import cnr, snr, ttest_two_sided
-from rest2visual.evaluate.tables import markdown_table, pivot_mean_std, summarize, write_table1, write_table3, write_table4
+from rest2visual.evaluate.tables import (
+    markdown_table, pivot_mean_std, summarize, write_table1, write_table3, write_table4,
+)
 from rest2visual.maskvec import MaskedGrid
 
 
@@ -59,8 +63,12 @@ def test_zscore_rows_and_constant_rows(rng):
     x = rng.normal(size=(4, 50)) * 5 + 3
     z = zscore_rows(x)
     np.testing.assert_allclose(z, stats.zscore(x, axis=1), atol=1e-12)
-    const = zscore_rows(np.ones((2, 10)))
+    const = zscore_rows(np.vstack([np.ones(10), 5 + 1e-14 * rng.normal(size=10)]))  # rounding-level spread
     assert np.isnan(const).all()
+    tiny = 1e-20 * rng.normal(size=(1, 10))  # tiny units, but a real pattern
+    np.testing.assert_allclose(zscore_rows(tiny), stats.zscore(tiny, axis=1))
+    r = pearson_rows(np.vstack([np.full(10, 2.0), rng.normal(size=10)]), rng.normal(size=(2, 10)))
+    assert np.isnan(r[0]) and np.isfinite(r[1])
 
 
 def test_pearson_rows_matches_scipy(rng, grid):
@@ -127,7 +135,8 @@ def test_ssim3d_matches_skimage(rng, grid):
 def test_ssim3d_mask_means_skimage_map_over_mask(rng, grid):
     pred, ref = rng.normal(size=grid.shape), rng.normal(size=grid.shape)
     _, full = structural_similarity(pred, ref, data_range=4.0, channel_axis=None, full=True)
-    assert ssim3d(pred, ref, mask=grid.mask, data_range=4.0) == pytest.approx(full[grid.mask].mean(), abs=1e-9)
+    expected = full[grid.mask].mean()
+    assert ssim3d(pred, ref, mask=grid.mask, data_range=4.0) == pytest.approx(expected, abs=1e-9)
 
 
 def test_ssim3d_errors(rng):
@@ -157,21 +166,26 @@ def test_ssim_rows_matches_skimage_on_scattered_zscored_volumes(rng, grid):
                                                    full=True)
                 expected.append(mean)
                 expected_in_region.append(full[region_vol].mean())
-            np.testing.assert_allclose(ssim_rows(pred, true, grid, region=region, batch=2), expected, atol=1e-6)
+            np.testing.assert_allclose(ssim_rows(pred, true, grid, region=region, batch=2), expected,
+                                       atol=1e-6)
             np.testing.assert_allclose(ssim_rows(pred, true, grid, region=region, over_region=True),
                                        expected_in_region, atol=1e-6)
 
 
 # ---------------------------------------------------------------- RSA, ROIs, region table
 
-def test_rdm_and_rsa_match_double_loop(rng, grid):
+def test_rdm_and_rsa_match_double_loop(rng, grid, monkeypatch):
+    monkeypatch.setattr(metrics, "_BLOCK_ELEMENTS", 7 * 100)  # RDMs accumulated over voxel blocks
     for pred, true in pairs(rng, grid, n=7):
         n = len(pred)
-        loop_rdm = np.array([[1 - stats.pearsonr(pred[i], pred[j]).statistic for j in range(n)] for i in range(n)])
+        loop_rdm = np.array([[1 - stats.pearsonr(pred[i], pred[j]).statistic for j in range(n)]
+                             for i in range(n)])
         np.testing.assert_allclose(rdm(pred), loop_rdm, atol=1e-12)
         a = [1 - stats.pearsonr(pred[i], pred[j]).statistic for i in range(n) for j in range(i + 1, n)]
         b = [1 - stats.pearsonr(true[i], true[j]).statistic for i in range(n) for j in range(i + 1, n)]
         assert rsa(pred, true) == pytest.approx(stats.pearsonr(a, b).statistic, abs=1e-12)
+    same_pattern = np.outer(rng.uniform(1, 2, 5), rng.normal(size=40))  # e.g. the group-mean baseline
+    assert np.isnan(rsa(same_pattern, rng.normal(size=(5, 40))))
 
 
 def test_per_roi_matches_loop(rng, grid):

@@ -73,6 +73,18 @@ def test_adaptive_group_norm_starts_as_identity_then_conditions():
     assert diff > 1e-4
 
 
+def test_channels_last_layout_keeps_the_function():
+    torch.manual_seed(0)
+    model = build_model(TOY_MODEL)
+    rest, images = torch.randn(2, 1, 12, 12, 12), toy_images(2)
+    with torch.no_grad():
+        before = model(rest, images=images)
+        model.to_channels_last()
+        after = model(rest.contiguous(memory_format=torch.channels_last_3d), images=images)
+    assert model.unet.stem.weight.is_contiguous(memory_format=torch.channels_last_3d)
+    torch.testing.assert_close(after, before, rtol=1e-5, atol=1e-5)
+
+
 def test_parameter_count_and_summary():
     model = build_model(TOY_MODEL)
     n = count_parameters(model)
@@ -262,3 +274,35 @@ def test_predict_input_errors(tmp_path, model_file):
     not_model = save_checkpoint({"model": {}}, tmp_path / "other.pt")
     with pytest.raises(InputError, match="not a Rest2Visual model file"):
         predict.load_model(not_model)
+
+
+def test_predict_from_rest_runs_uses_the_model_rest_settings(tmp_path):
+    from rest2visual.preprocess.rest_map import pcc_seed_zmap
+
+    mask = toy_mask()
+    rest_cfg = {"seed_center_mm": [0.0, 0.0, 0.0], "seed_radius_mm": 6.0, "bandpass_hz": [0.01, 0.2],
+                "filter_order": 2, "hrf_model": "glover", "combine_runs": "mean", "confounds": "none"}
+    torch.manual_seed(0)
+    model = build_model(TOY_MODEL)
+    path = save_model_file(tmp_path / "model.pt", model.state_dict(),
+                           {"model": TOY_MODEL, "rest": rest_cfg}, mask=toy_mask(), affine=AFFINE,
+                           image_size=IMAGE_SIZE)
+    rng = np.random.default_rng(0)
+    runs = []
+    for r in range(2):
+        data = rng.standard_normal(GRID_SHAPE + (100,)).astype(np.float32) * mask[..., None]
+        img = nib.Nifti1Image(data, AFFINE)
+        img.header.set_xyzt_units("mm", "sec")
+        img.header["pixdim"][4] = 1.0
+        runs.append(tmp_path / f"run{r}.nii.gz")
+        nib.save(img, runs[-1])
+    image = write_png(tmp_path / "img.png", 0)
+    out = tmp_path / "from_runs.nii.gz"
+    assert predict.main(["--model", str(path), "--rest-run", *map(str, runs), "--image", str(image),
+                         "-o", str(out)]) == 0
+    zmap = pcc_seed_zmap(runs, nib.Nifti1Image(mask.astype(np.uint8), AFFINE),
+                         seed_center_mm=(0, 0, 0), seed_radius_mm=6.0, bandpass_hz=(0.01, 0.2))
+    ref = tmp_path / "from_map.nii.gz"
+    predict.main(["--model", str(path), "--rest", str(write_rest_map(tmp_path / "z.nii.gz", zmap.get_fdata())),
+                  "--image", str(image), "-o", str(ref)])
+    np.testing.assert_allclose(nib.load(out).get_fdata(), nib.load(ref).get_fdata(), atol=1e-5)

@@ -20,7 +20,7 @@ import pytest
 from rest2visual.checks import InputError
 from rest2visual.dataset import validate
 from rest2visual.dataset.images import resize_image
-from rest2visual.dataset.pack import Pack, entity, main as pack_main, pack_triplets
+from rest2visual.dataset.pack import Pack, entity, main as pack_main, pack_triplets, to_float16
 from rest2visual.maskvec import MaskedGrid
 from rest2visual.paths import bids_name
 
@@ -196,6 +196,16 @@ def test_round_trip_and_trial_table(world, design, tmp_path):
         assert np.array_equal(pack.ncsnr(2), ncsnr) and pack.ncsnr(5) is None
     assert validate.validate_pack(path) == []
     assert validate.main([str(path)]) == 0
+
+
+def test_float16_conversion_matches_numpy():
+    edge = np.array([0, -0.0, 1e-8, 6e-8, 3e-5, 1 + 2**-11, 1 + 3 * 2**-11, 65504, 65520, 1e6,
+                     -1e6, np.inf, -np.inf, np.nan], np.float32)
+    values = np.concatenate([edge, np.random.default_rng(0).normal(scale=50, size=10000)])
+    values = values.astype(np.float32).reshape(2, -1)
+    with np.errstate(over="ignore"):
+        expected = values.astype(np.float16)
+    assert np.array_equal(to_float16(values).view(np.uint16), expected.view(np.uint16))
 
 
 def test_cli_matches_files_by_entities(world, tmp_path, capsys):

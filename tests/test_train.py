@@ -46,6 +46,7 @@ def write_toy_pack(path: Path, *, n_trials: int = 96, n_rest: int = 6, seed: int
     The rest maps come in ± pairs, so their mean is 0 and the best image-only
     prediction, g × mean rest map, is 0.
     """
+    assert n_rest % 2 == 0, "rest maps come in ± pairs"
     rng = np.random.default_rng(seed)
     axes = np.meshgrid(*[np.linspace(-1, 1, s) for s in SHAPE], indexing="ij")
     grid = MaskedGrid(sum(a ** 2 for a in axes) < 0.9, np.diag([4.0, 4.0, 4.0, 1.0]))
@@ -164,8 +165,9 @@ def test_ddp_two_processes_match_one_with_double_batch(tmp_path):
     ddp_log = read_log(tmp_path / "ddp" / "train_log.csv")
     one_log = read_log(tmp_path / "single" / "train_log.csv")
     assert list(ddp_log["step"]) == list(one_log["step"]) == [4, 8]
-    for col in ("train_loss", "val_loss", "val_pearson"):
+    for col in ("train_loss", "val_loss"):
         np.testing.assert_allclose(ddp_log[col], one_log[col], rtol=1e-5, err_msg=col)
+    np.testing.assert_allclose(ddp_log["val_pearson"], one_log["val_pearson"], atol=1e-6)
     # compare the trained functions, not raw parameters: a conv bias right before a GroupNorm
     # of one channel per group has zero gradient up to rounding, which Adam turns into steps
     val = toy["val"]
@@ -176,7 +178,7 @@ def test_ddp_two_processes_match_one_with_double_batch(tmp_path):
 
 
 def test_frozen_encoder_with_embedding_cache(tmp_path):
-    toy = write_toy_pack(tmp_path / "pack.h5", n_trials=24, n_rest=3)
+    toy = write_toy_pack(tmp_path / "pack.h5", n_trials=24, n_rest=4)
     torch.manual_seed(5)
     weights = tmp_path / "cnn.pt"
     torch.save(SmallCNN(feature_dim=8).state_dict(), weights)

@@ -46,7 +46,8 @@ def resting_baseline(rest_maps, rest_index=None) -> np.ndarray:
         return as_finite(rest_maps, "resting_baseline: rest maps").astype(np.float32)
     rest_index = np.asarray(rest_index)
     if rest_index.ndim != 1 or not np.issubdtype(rest_index.dtype, np.integer):
-        raise InputError(f"resting_baseline: rest_index must be a 1D integer array, got {rest_index.dtype} {rest_index.shape}")
+        raise InputError(f"resting_baseline: rest_index must be a 1D integer array, "
+                         f"got {rest_index.dtype} {rest_index.shape}")
     n_maps = rest_maps.shape[0]
     if rest_index.size and (rest_index.min() < 0 or rest_index.max() >= n_maps):
         raise InputError(f"resting_baseline: rest_index outside [0, {n_maps}) (there are {n_maps} rest maps)")
@@ -73,7 +74,8 @@ def group_mean_baseline(train_betas, n_test: int, rows=None) -> np.ndarray:
     for start in range(0, rows.size, _ROWS_PER_READ):
         block = rows[start:start + _ROWS_PER_READ]
         # sorted indices: h5py's fancy indexing needs increasing order
-        total += as_finite(np.asarray(train_betas[block.tolist()]), "group_mean_baseline: training betas").sum(axis=0, dtype=np.float64)
+        betas = as_finite(np.asarray(train_betas[block.tolist()]), "group_mean_baseline: training betas")
+        total += betas.sum(axis=0, dtype=np.float64)
     mean_map = (total / rows.size).astype(np.float32)
     return np.broadcast_to(mean_map, (int(n_test), n_voxels))
 

@@ -31,6 +31,9 @@ VISUAL_ROIS: dict[int, str] = {1: "V1", 2: "V2", 3: "V3", 4: "V4", 5: "V5"}
 #: float64 elements processed at once by the blocked row functions (~128 MB)
 _BLOCK_ELEMENTS = 2**24
 
+#: relative spread below which a map counts as constant (float rounding, not signal)
+_CONSTANT_RTOL = 1e-10
+
 # Wang et al. (2004) constants, as skimage's defaults
 _K1, _K2 = 0.01, 0.03
 _GAUSSIAN_SIGMA, _GAUSSIAN_TRUNCATE = 1.5, 3.5
@@ -56,28 +59,40 @@ def check_pair(pred, true, what: str = "prediction vs measurement") -> tuple[np.
     pred = as_finite(pred, f"{what}: predicted")
     true = as_finite(true, f"{what}: measured")
     if pred.shape != true.shape:
-        raise InputError(f"{what}: predicted maps have shape {pred.shape}, measured {true.shape}; expected equal")
+        raise InputError(f"{what}: predicted maps have shape {pred.shape}, measured {true.shape}; "
+                         "expected equal")
     if pred.shape[1] < 2:
         raise InputError(f"{what}: need at least 2 voxels per map, got {pred.shape[1]}")
     return pred, true
 
 
+def blocks(n: int, size_each: int, budget: int | None = None) -> Iterator[slice]:
+    """Slices over ``n`` rows (or columns) of ``size_each`` values, about ``budget`` values a slice.
+
+    ``budget`` defaults to ``_BLOCK_ELEMENTS`` float64 values (~128 MB).
+    """
+    step = max(1, (_BLOCK_ELEMENTS if budget is None else budget) // max(1, size_each))
+    for start in range(0, n, step):
+        yield slice(start, min(n, start + step))
+
+
 def row_blocks(n_rows: int, n_cols: int) -> Iterator[slice]:
-    """Slices of rows so that one block holds about ``_BLOCK_ELEMENTS`` float64 values."""
-    step = max(1, _BLOCK_ELEMENTS // max(1, n_cols))
-    for start in range(0, n_rows, step):
-        yield slice(start, min(n_rows, start + step))
+    """Slices of rows of an (n_rows, n_cols) array, about ``_BLOCK_ELEMENTS`` values each."""
+    return blocks(n_rows, n_cols)
 
 
 def zscore_rows(x) -> np.ndarray:
     """Z-score each row of ``x`` (N, V) over its V voxels (mean 0, std 1 with ddof=0), float64.
 
-    A constant row becomes NaN (its z-score is undefined).
+    A constant row (spread ≤ 1e-10 × |mean|, i.e. constant up to rounding)
+    becomes NaN: its z-score is undefined.
     """
     z = np.array(x, dtype=np.float64)  # a copy, then in place: one (N, V) float64 array in all
-    z -= z.mean(axis=-1, keepdims=True)
+    mean = z.mean(axis=-1, keepdims=True)
+    z -= mean
     std = np.sqrt(np.einsum("...v,...v->...", z, z) / z.shape[-1])[..., None]
-    z /= np.where(std > 0, std, np.nan)
+    # a spread at rounding level relative to the offset is no pattern either
+    z /= np.where(std > _CONSTANT_RTOL * np.abs(mean), std, np.nan)
     return z
 
 
@@ -108,19 +123,31 @@ def pearson_voxels(pred, true) -> np.ndarray:
     pred, true = check_pair(pred, true, "pearson_voxels")
     if pred.shape[0] < 2:
         raise InputError(f"pearson_voxels: need at least 2 samples, got {pred.shape[0]}")
-    out = np.empty(pred.shape[1])
     n_rows, n_cols = pred.shape
-    step = max(1, _BLOCK_ELEMENTS // n_rows)
-    for start in range(0, n_cols, step):
-        cols = slice(start, min(n_cols, start + step))
+    out = np.empty(n_cols)
+    for cols in blocks(n_cols, n_rows):
         out[cols] = np.einsum("vn,vn->v", zscore_rows(pred[:, cols].T), zscore_rows(true[:, cols].T)) / n_rows
     return out
 
 
 def rdm(maps) -> np.ndarray:
-    """(N, N) representational dissimilarity matrix: 1 − Pearson correlation between samples."""
-    z = zscore_rows(as_finite(maps, "rdm"))
-    return 1.0 - (z @ z.T) / z.shape[1]
+    """(N, N) representational dissimilarity matrix: 1 − Pearson correlation between samples.
+
+    Accumulated over blocks of voxels, so (N, V) float16 maps need no float64
+    copy of their own size.
+    """
+    maps = as_finite(maps, "rdm")
+    n, v = maps.shape
+    mean, std = np.empty(n), np.empty(n)
+    for rows in row_blocks(n, v):
+        block = np.asarray(maps[rows], dtype=np.float64)
+        mean[rows], std[rows] = block.mean(axis=1), block.std(axis=1)
+    gram = np.zeros((n, n))
+    for cols in blocks(v, n):
+        block = np.asarray(maps[:, cols], dtype=np.float64) - mean[:, None]
+        gram += block @ block.T
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return 1.0 - gram / (v * np.outer(std, std))
 
 
 def rsa(pred, true) -> float:
@@ -128,12 +155,17 @@ def rsa(pred, true) -> float:
 
     Needs N ≥ 3 samples (at least 3 dissimilarities). Second-order: it asks
     whether the prediction ranks pairs of stimuli as alike as the brain does.
+    NaN when all predicted maps are the same pattern (a constant RDM).
     """
     pred, true = check_pair(pred, true, "rsa")
     if pred.shape[0] < 3:
-        raise InputError(f"rsa: need at least 3 samples for a representational comparison, got {pred.shape[0]}")
+        raise InputError(f"rsa: need at least 3 samples for a representational comparison, "
+                         f"got {pred.shape[0]}")
     upper = np.triu_indices(pred.shape[0], k=1)
     a, b = rdm(pred)[upper], rdm(true)[upper]
+    # dissimilarities lie in [0, 2]: a spread at rounding level means one pattern repeated
+    if min(a.std(), b.std()) < _CONSTANT_RTOL:
+        return float("nan")
     return float(np.corrcoef(a, b)[0, 1])
 
 
@@ -163,7 +195,8 @@ def ssim3d(
     pred_vol = as_finite(pred_vol, "ssim3d: predicted volume", ndim=3)
     true_vol = as_finite(true_vol, "ssim3d: measured volume", ndim=3)
     if pred_vol.shape != true_vol.shape:
-        raise InputError(f"ssim3d: volume shapes differ: predicted {pred_vol.shape}, measured {true_vol.shape}")
+        raise InputError(f"ssim3d: volume shapes differ: predicted {pred_vol.shape}, "
+                         f"measured {true_vol.shape}")
     if mask is not None:
         mask = np.asarray(mask, dtype=bool)
         if mask.shape != true_vol.shape:
@@ -253,7 +286,8 @@ def _ssim_map(x, y, data_range, *, win_size, gaussian) -> tuple[np.ndarray, int]
             return ndimage.uniform_filter(a, size=(win_size,) * 3 + (1,), mode="reflect")
     data_range = np.asarray(data_range, dtype=np.float64)
     if np.any(~(data_range > 0)):
-        raise InputError(f"ssim: data_range must be > 0 (a constant measured volume has none), got {data_range}")
+        raise InputError(f"ssim: data_range must be > 0 (a constant measured volume has none), "
+                         f"got {data_range}")
     x = np.asarray(x, dtype=np.float64)
     y = np.asarray(y, dtype=np.float64)
     cov_norm = win_size**3 / (win_size**3 - 1)  # sample covariance, skimage's default
@@ -299,7 +333,8 @@ def per_roi(pred, true, labels, names: Mapping[int, str] | None = None) -> pd.Da
     pred, true = check_pair(pred, true, "per_roi")
     labels = np.asarray(labels)
     if labels.shape != (pred.shape[1],):
-        raise InputError(f"per_roi: labels must have shape ({pred.shape[1]},) like the maps' voxels, got {labels.shape}")
+        raise InputError(f"per_roi: labels must have shape ({pred.shape[1]},) like the maps' voxels, "
+                         f"got {labels.shape}")
     names = dict(VISUAL_ROIS if names is None else names)
     records = []
     for label, name in names.items():
@@ -319,7 +354,8 @@ def describe(values) -> dict:
     return {"mean": float(finite.mean()), "std": float(finite.std()), "n": int(finite.size)}
 
 
-def region_scores(pred, true, *, grid=None, region=None, labels: Mapping[str, object] | None = None) -> pd.DataFrame:
+def region_scores(pred, true, *, grid=None, region=None,
+                  labels: Mapping[str, object] | None = None) -> pd.DataFrame:
     """Long table of the paper's Table 1 metrics for one method on one evaluation region.
 
     ``pred``/``true``: (N, V) in-mask vectors on ``grid`` (a MaskedGrid; needed
@@ -335,7 +371,8 @@ def region_scores(pred, true, *, grid=None, region=None, labels: Mapping[str, ob
     per_sample = {"pearson": pearson_rows(p, t), "mae": mae_rows(p, t)}
     if grid is not None:
         per_sample["ssim"] = ssim_rows(pred, true, grid, region=region)
-    frames = [pd.DataFrame({"metric": m, "sample": np.arange(len(v)), "value": v}) for m, v in per_sample.items()]
+    frames = [pd.DataFrame({"metric": m, "sample": np.arange(len(v)), "value": v})
+              for m, v in per_sample.items()]
     if len(p) >= 3:
         frames.append(pd.DataFrame({"metric": ["rsa"], "sample": [-1], "value": [rsa(p, t)]}))
     out = pd.concat(frames, ignore_index=True)

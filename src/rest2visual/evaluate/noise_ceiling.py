@@ -30,7 +30,8 @@ def noise_ceiling(ncsnr, n_trials: int = 1) -> np.ndarray:
     """Noise ceiling in percent of variance, per voxel, for responses averaged over ``n_trials``."""
     ncsnr = as_finite(ncsnr, "ncsnr", ndim=np.ndim(ncsnr)).astype(np.float64)
     if np.any(ncsnr < 0):
-        raise InputError(f"ncsnr: {int((ncsnr < 0).sum())} negative values; expected ncsnr ≥ 0 (an SD ratio)")
+        raise InputError(f"ncsnr: {int((ncsnr < 0).sum())} negative values; "
+                         "expected ncsnr ≥ 0 (an SD ratio)")
     if int(n_trials) != n_trials or n_trials < 1:
         raise InputError(f"noise_ceiling: n_trials must be a positive integer, got {n_trials}")
     snr2 = ncsnr**2

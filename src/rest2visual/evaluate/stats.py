@@ -24,7 +24,8 @@ from rest2visual.evaluate.metrics import as_finite, row_blocks, zscore_rows
 def _selection(sel, n_voxels: int, what: str) -> np.ndarray:
     sel = np.asarray(sel)
     if sel.dtype != bool or sel.shape != (n_voxels,):
-        raise InputError(f"{what}: expected a boolean ({n_voxels},) voxel selection, got {sel.dtype} {sel.shape}")
+        raise InputError(f"{what}: expected a boolean ({n_voxels},) voxel selection, "
+                         f"got {sel.dtype} {sel.shape}")
     if sel.sum() < 2:
         raise InputError(f"{what}: selects {int(sel.sum())} voxels; need at least 2")
     return sel

@@ -66,8 +66,9 @@ def _header(key: tuple, levels: Sequence[str]) -> str:
     return ", ".join(names)
 
 
-def pivot_mean_std(summary: pd.DataFrame, rows: Sequence[str], columns: Sequence[str], digits: int = 3) -> pd.DataFrame:
-    """Pivot a summary into a table of "mean ± std" strings: index ``rows``, one column per ``columns`` key."""
+def pivot_mean_std(summary: pd.DataFrame, rows: Sequence[str], columns: Sequence[str],
+                   digits: int = 3) -> pd.DataFrame:
+    """Pivot a summary into "mean ± std" strings: index ``rows``, one column per ``columns`` key."""
     missing = [c for c in (*rows, *columns, "mean", "std", "n") if c not in summary.columns]
     if missing:
         raise InputError(f"pivot: summary lacks columns {missing}; has {list(summary.columns)}")
@@ -83,7 +84,8 @@ def pivot_mean_std(summary: pd.DataFrame, rows: Sequence[str], columns: Sequence
     cells = {(tuple(r[:len(rows)]), tuple(r[len(rows):len(rows) + len(columns)])): r[-3:]
              for r in summary[[*rows, *columns, "mean", "std", "n"]].itertuples(index=False)}
     table = pd.DataFrame(
-        [[_format(*cells[(rk, ck)], digits) if (rk, ck) in cells else "" for ck in col_keys] for rk in row_keys],
+        [[_format(*cells[(rk, ck)], digits) if (rk, ck) in cells else "" for ck in col_keys]
+         for rk in row_keys],
         index=pd.Index([", ".join(map(str, k)) for k in row_keys], name=", ".join(rows)),
         columns=[_header(ck, columns) for ck in col_keys],
     )
@@ -103,7 +105,7 @@ def markdown_table(table: pd.DataFrame) -> str:
 
 def write_table(summary: pd.DataFrame, csv_path: str | os.PathLike, md_path: str | os.PathLike, *,
                 rows: Sequence[str], columns: Sequence[str], title: str = "", digits: int = 3) -> None:
-    """Write the tidy ``summary`` to ``csv_path`` and its pivot (rows × columns) to ``md_path``, atomically."""
+    """Write the tidy ``summary`` to ``csv_path`` and its rows × columns pivot to ``md_path``, atomically."""
     text = markdown_table(pivot_mean_std(summary, rows, columns, digits))
     with atomic_path(csv_path) as tmp:
         summary.to_csv(tmp, index=False)
@@ -115,7 +117,8 @@ def write_table1(scores: pd.DataFrame, csv_path, md_path, digits: int = 3) -> pd
     """Table 1 from scores with columns method, region, metric, value; returns the summary."""
     summary = summarize(scores, ["method", "region"])
     write_table(summary, csv_path, md_path, rows=["method"], columns=["region", "metric"], digits=digits,
-                title="Table 1. Prediction accuracy per method (mean ± std over test samples; RSA: one value per set).")
+                title="Table 1. Prediction accuracy per method "
+                      "(mean ± std over test samples; RSA: one value per set).")
     return summary
 
 
@@ -131,5 +134,6 @@ def write_table4(scores: pd.DataFrame, csv_path, md_path, digits: int = 3) -> pd
     by = ["protocol", "region"] if "region" in scores.columns else ["protocol"]
     summary = summarize(scores, by)
     write_table(summary, csv_path, md_path, rows=["protocol"], columns=[*by[1:], "metric"], digits=digits,
-                title="Table 4. Generalisation: accuracy per evaluation protocol (mean ± std over test samples).")
+                title="Table 4. Generalisation: accuracy per evaluation protocol "
+                      "(mean ± std over test samples).")
     return summary

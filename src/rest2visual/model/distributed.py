@@ -5,6 +5,7 @@
 group: NCCL on CUDA (one GPU per process, ``cuda:LOCAL_RANK``), gloo on CPU (the
 tests use it). Without those variables it is a single process and nothing
 is initialised, so the same code path serves the demo, one GPU and many.
+:class:`EpochSampler` gives each rank its share of every global batch.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
+from torch.utils.data import DistributedSampler
 
 
 @dataclass(frozen=True)
@@ -78,3 +80,26 @@ def all_reduce_sum(values: torch.Tensor, ctx: DistContext) -> torch.Tensor:
 def barrier(ctx: DistContext) -> None:
     if ctx.distributed:
         dist.barrier()
+
+
+class EpochSampler(DistributedSampler):
+    """This rank's share of an epoch: full global batches of a seed+epoch permutation.
+
+    Rank r takes every world_size-th index, so step s of all ranks together
+    covers exactly the samples of step s of one process with the global batch.
+    ``skip_batches`` drops the first batches of the epoch (resume mid-epoch).
+    """
+
+    def __init__(self, dataset, *, batch_size: int, ctx: DistContext, seed: int):
+        super().__init__(dataset, num_replicas=ctx.world_size, rank=ctx.rank, shuffle=True,
+                         seed=seed, drop_last=True)
+        self.batch_size = batch_size
+        self.steps_per_epoch = len(dataset) // (batch_size * ctx.world_size)
+        self.skip_batches = 0
+
+    def __iter__(self):
+        indices = list(super().__iter__())[: self.steps_per_epoch * self.batch_size]
+        return iter(indices[self.skip_batches * self.batch_size:])
+
+    def __len__(self) -> int:
+        return (self.steps_per_epoch - self.skip_batches) * self.batch_size

@@ -180,6 +180,13 @@ class Rest2Visual(nn.Module):
             self.image_encoder.eval()
         return self
 
+    def to_channels_last(self) -> "Rest2Visual":
+        """Channels-last weights (3D convs: channels_last_3d, 2D image convs: channels_last),
+        the layout cuDNN's fastest (tensor-core) kernels use; returns self."""
+        self.unet.to(memory_format=torch.channels_last_3d)
+        self.image_encoder.to(memory_format=torch.channels_last)
+        return self
+
     def image_features(self, images: torch.Tensor) -> torch.Tensor:
         """uint8 images (B, 3, S, S) → (B, feature_dim) float32 features."""
         if self.freeze_image_encoder:

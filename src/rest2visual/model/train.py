@@ -37,14 +37,13 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DistributedSampler
 
 from rest2visual import __version__
 from rest2visual.atomic import atomic_path
 from rest2visual.model.checkpoint import (grid_entries, load_checkpoint, rng_state,
                                           save_checkpoint, save_model_file, set_rng_state,
                                           to_primitives)
-from rest2visual.model.distributed import (DistContext, all_reduce_sum, barrier,
+from rest2visual.model.distributed import (DistContext, EpochSampler, all_reduce_sum, barrier,
                                            cleanup_distributed, setup_distributed)
 from rest2visual.model.network import build_model, model_config, parameter_summary
 
@@ -80,29 +79,6 @@ def seed_everything(seed: int, deterministic: bool) -> None:
     torch.backends.cudnn.benchmark = not deterministic
 
 
-class EpochSampler(DistributedSampler):
-    """This rank's share of an epoch: full global batches of a seed+epoch permutation.
-
-    Rank r takes every world_size-th index, so step s of all ranks together
-    covers exactly the samples of step s of one process with the global batch.
-    ``skip_batches`` drops the first batches of the epoch (resume mid-epoch).
-    """
-
-    def __init__(self, dataset, *, batch_size: int, ctx: DistContext, seed: int):
-        super().__init__(dataset, num_replicas=ctx.world_size, rank=ctx.rank, shuffle=True,
-                         seed=seed, drop_last=True)
-        self.batch_size = batch_size
-        self.steps_per_epoch = len(dataset) // (batch_size * ctx.world_size)
-        self.skip_batches = 0
-
-    def __iter__(self):
-        indices = list(super().__iter__())[: self.steps_per_epoch * self.batch_size]
-        return iter(indices[self.skip_batches * self.batch_size:])
-
-    def __len__(self) -> int:
-        return (self.steps_per_epoch - self.skip_batches) * self.batch_size
-
-
 def warmup_cosine(warmup_steps: int, total_steps: int):
     """LR factor per step: linear warm-up to 1, then cosine decay to 0 at ``total_steps``."""
     def factor(step: int) -> float:
@@ -120,6 +96,26 @@ def pearson_rows(pred: torch.Tensor, true: torch.Tensor, eps: float = 1e-8) -> t
     return (p * t).sum(1) / (p.norm(dim=1) * t.norm(dim=1) + eps)
 
 
+def forward_batch(model, scatter, batch: dict, device: torch.device,
+                  bf16: bool | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """One loader batch through the model: (predicted, measured) in-mask betas (B, n_vox) fp32.
+
+    Rest vectors become (padded) volumes on the device; on CUDA in channels_last_3d
+    and (unless ``bf16=False``) bf16 autocast. Images (uint8) or cached features
+    condition the decoder.
+    """
+    cuda = device.type == "cuda"
+    bf16 = cuda if bf16 is None else bf16
+    rest = scatter(batch["rest"].to(device, non_blocking=True).float())
+    if cuda:
+        rest = rest.contiguous(memory_format=torch.channels_last_3d)
+    images = batch["image"].to(device, non_blocking=True) if "image" in batch else None
+    features = batch["embedding"].to(device, non_blocking=True) if "embedding" in batch else None
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+        out = model(rest, images=images, features=features)
+    return scatter.gather(out.float()), batch["beta"].to(device, non_blocking=True).float()
+
+
 class _Trainer:
     """State of one training run (one process); :func:`train` drives it."""
 
@@ -131,6 +127,9 @@ class _Trainer:
         self.cuda = ctx.device.type == "cuda"
         seed_everything(int(tcfg["seed"]), deterministic=not self.cuda)
         if embeddings_path is not None:
+            if not cfg["model"]["freeze_image_encoder"]:
+                raise ValueError(f"{embeddings_path}: cached embeddings need a frozen encoder "
+                                 "(model.freeze_image_encoder: true); a trained encoder sees images")
             check_embeddings(embeddings_path, cfg["model"])
         train_rows = split_rows(pack_path, split_csv, "train")
         val_rows = split_rows(pack_path, split_csv, "val")
@@ -161,7 +160,7 @@ class _Trainer:
         # scatter straight into the network's padded box (its own padding is then a no-op)
         self.scatter = VolumeScatter(self.mask, pad_to=self.model.unet.multiple).to(ctx.device)
         if self.cuda:
-            self.model = self.model.to(memory_format=torch.channels_last_3d)
+            self.model.to_channels_last()
         decay = [p for p in self.model.parameters() if p.requires_grad and p.ndim >= 2]
         no_decay = [p for p in self.model.parameters() if p.requires_grad and p.ndim < 2]
         self.optimizer = torch.optim.AdamW(
@@ -182,16 +181,7 @@ class _Trainer:
 
     # -- one step / one pass ---------------------------------------------------
     def _forward(self, model, batch) -> tuple[torch.Tensor, torch.Tensor]:
-        dev = self.ctx.device
-        rest = self.scatter(batch["rest"].to(dev, non_blocking=True).float())
-        if self.cuda:
-            rest = rest.contiguous(memory_format=torch.channels_last_3d)
-        images = batch["image"].to(dev, non_blocking=True) if "image" in batch else None
-        features = batch["embedding"].to(dev, non_blocking=True) if "embedding" in batch else None
-        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=self.cuda):
-            out = model(rest, images=images, features=features)
-        pred = self.scatter.gather(out.float())
-        return pred, batch["beta"].to(dev, non_blocking=True).float()
+        return forward_batch(model, self.scatter, batch, self.ctx.device)
 
     def train_epoch(self, epoch: int, max_steps: int | None, progress) -> tuple[int, float]:
         self.step_model.train()
@@ -212,7 +202,7 @@ class _Trainer:
             if self.ctx.is_main and self.step % int(self.cfg["train"]["log_every"]) == 0:
                 progress.set_postfix(loss=f"{loss.item():.4f}")
                 if progress.disable:  # no bar (a log file): a line instead
-                    print(f"epoch {epoch} step {self.step}/{self.total_steps} loss "
+                    print(f"epoch {epoch + 1} step {self.step}/{self.total_steps} loss "
                           f"{loss.item():.5f} lr {self.scheduler.get_last_lr()[0]:.3g}", flush=True)
             if max_steps is not None and self.step >= max_steps:
                 break
@@ -251,7 +241,8 @@ class _Trainer:
         }
 
     def resume(self, path: Path) -> None:
-        state = load_checkpoint(path, map_location=self.ctx.device)
+        # on the CPU: RNG states must stay there; load_state_dict moves the rest to the device
+        state = load_checkpoint(path, map_location="cpu")
         old, new = state["config"], self.cfg
         changed = [f"model.{k}" for k in new["model"] if old["model"].get(k) != new["model"][k]]
         changed += [f"train.{k}" for k in TRAJECTORY_KEYS if old["train"].get(k) != new["train"][k]]
@@ -363,6 +354,8 @@ def train(pack_path, split_csv, out_dir, cfg: dict, *, embeddings_path=None,
                 print(f"epoch {epoch + 1}: train loss {row['train_loss']:.5f}, val loss "
                       f"{val_loss:.5f}, val Pearson {val_r:.4f}, {rate:.1f} samples/s", flush=True)
         progress.close()
+        if board is not None:
+            board.close()
         finished = run.step >= run.total_steps
         if finished and ctx.is_main:
             write_final_model(out_dir, run)

@@ -11,8 +11,17 @@ import numpy as np
 
 from rest2visual.checks import InputError, check_affine
 
-#: (plane name, array axis cut, axis label pair) — x is left/right, y back/front, z down/up
-PLANES = (("sagittal", 0, ("y", "z")), ("coronal", 1, ("x", "z")), ("axial", 2, ("x", "y")))
+#: (plane name, array axis cut) — axis 0 is x (left/right), 1 y (back/front), 2 z
+PLANES = (("sagittal", 0), ("coronal", 1), ("axial", 2))
+#: world direction of increasing voxel index, by axis and sign of the affine's diagonal
+_DIRECTIONS = {(0, 1): "L→R", (0, -1): "R→L", (1, 1): "P→A", (1, -1): "A→P",
+               (2, 1): "I→S", (2, -1): "S→I"}
+
+
+def _axis_label(affine: np.ndarray, axis: int) -> str:
+    """e.g. ``i (R→L)`` for FSL's MNI grid, whose x voxel index runs right to left."""
+    sign = 1 if affine[axis, axis] >= 0 else -1
+    return f"{'ijk'[axis]} ({_DIRECTIONS[(axis, sign)]})"
 
 
 def template_edges(template2d: np.ndarray, sigma: float = 1.0) -> np.ndarray:
@@ -77,11 +86,12 @@ def plot_registration_qc(warped_img, template_img, path, *, title: str | None = 
     mask = None if mask_img is None else np.asarray(mask_img.dataobj) > 0
     cut = _centre_of_mass(template) if cut is None else tuple(int(c) for c in cut)
     finite = image[np.isfinite(image)]
-    vmin, vmax = (np.percentile(finite, [1, 99.5]) if finite.size else (0.0, 1.0))
+    vmin, vmax = (np.percentile(finite, [1, 99.8]) if finite.size else (0.0, 1.0))
 
     fig, axes = plt.subplots(1, 3, figsize=(12, 4.4), facecolor="black")
     zooms = np.linalg.norm(np.asarray(template_img.affine)[:3, :3], axis=0)
-    for ax, (name, axis, labels) in zip(axes, PLANES):
+    affine = np.asarray(template_img.affine)
+    for ax, (name, axis) in zip(axes, PLANES):
         take = lambda vol: np.take(vol, cut[axis], axis=axis).T  # noqa: E731 - rows = 2nd axis
         other = [a for a in range(3) if a != axis]
         aspect = zooms[other[1]] / zooms[other[0]]
@@ -93,8 +103,8 @@ def plot_registration_qc(warped_img, template_img, path, *, title: str | None = 
         if mask is not None:
             ax.contour(take(mask).astype(float), levels=[0.5], colors="cyan", linewidths=0.6)
         ax.set_title(f"{name} ({'ijk'[axis]}={cut[axis]})", color="white", fontsize=10)
-        ax.set_xlabel(labels[0], color="white")
-        ax.set_ylabel(labels[1], color="white")
+        ax.set_xlabel(_axis_label(affine, other[0]), color="white")
+        ax.set_ylabel(_axis_label(affine, other[1]), color="white")
         ax.tick_params(colors="white", labelsize=7)
     heading = title or "registration QC"
     if mask is not None and mask.any():

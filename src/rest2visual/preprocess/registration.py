@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -257,6 +258,8 @@ def register_to_mni(anat_img, template_img, *, out_dir, prefix: str,
         inverse_warp = inverse_warp or warp
         # the anatomy goes through the same composed field later stages use
         warped = warp_to_mni(anat_img, MniResampler.from_composite(composite, anat_img))
+        # a previous run's sidecar would describe another native grid until rewritten
+        result.sidecar.unlink(missing_ok=True)
         _copy_atomic(affine, result.affine)
         _copy_atomic(warp, result.warp)
         _copy_atomic(inverse_warp, result.inverse_warp)
@@ -297,6 +300,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--metric", default="mattes", choices=METRICS)
     p.add_argument("--iterations", type=int, nargs="+", default=[40, 20, 0])
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=None,
+                   help="ITK threads (default: all cores); set before ANTs starts")
     p.add_argument("--qc", default=None, help="write the QC figure here (PNG)")
     return p
 
@@ -307,6 +312,9 @@ def main(argv: list[str] | None = None) -> int:
     from rest2visual.preprocess.template import mni_brain_mask, mni_template
 
     args = _parser().parse_args(argv)
+    if args.threads:
+        # read by ITK when its first thread pool is created, i.e. at the first ANTs call
+        os.environ["ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS"] = str(args.threads)
     anat = load_nifti(args.anat, ndim=3, what="anatomy in functional space")
     mask = load_nifti(args.brainmask, ndim=3, shape=anat.shape, affine=anat.affine,
                       what="native brain mask")

@@ -51,45 +51,51 @@ def _grid_of(img) -> tuple[tuple[int, int, int], np.ndarray]:
 
 def _interpolation_matrix(coords: np.ndarray, native_shape, order: int, row_ids=None,
                           n_rows: int | None = None):
-    """Sparse matrix W with ``W @ native.ravel('F') == volume sampled at coords``.
+    """Sparse CSR matrix W with ``W @ native.ravel('F') == volume sampled at coords``.
 
     coords : (N, 3) 0-based native voxel coordinates (NaN = no source).
-    row_ids : the matrix row of each coordinate (default 0..N-1), for a matrix of
-        ``n_rows`` rows (default N) whose other rows stay empty.
+    row_ids : increasing matrix row of each coordinate (default 0..N-1), for a matrix
+        of ``n_rows`` rows (default N) whose other rows stay empty.
+    Each row holds 8 trilinear weights (1 for nearest neighbour), or none outside
+    the native field of view; clamped corners may repeat a column, which the
+    product sums as it should.
     """
     from scipy import sparse
 
     row_ids = np.arange(coords.shape[0]) if row_ids is None else np.asarray(row_ids)
     n_rows = coords.shape[0] if n_rows is None else int(n_rows)
-    dims = np.asarray(native_shape, dtype=float)
+    dims = np.asarray(native_shape)
     with np.errstate(invalid="ignore"):
         inside = np.all((coords >= -0.5) & (coords < dims - 0.5), axis=1)
     c = np.clip(coords[inside], 0.0, dims - 1)
-    row_ids = row_ids[inside]
-    strides = np.array([1, native_shape[0], native_shape[0] * native_shape[1]])
-    n_native = int(np.prod(native_shape))
+    strides = np.array([1, dims[0], dims[0] * dims[1]])
     if order == 0:
         # ITK's nearest neighbour rounds half up
-        idx = np.floor(c + 0.5).astype(np.int64) @ strides
-        vals = np.ones(idx.size, dtype=np.float32)
-        return sparse.csr_matrix((vals, (row_ids, idx)), shape=(n_rows, n_native))
-    if order != 1:
+        cols = (np.floor(c + 0.5).astype(np.int64) @ strides)[:, None]
+        weights = np.ones(cols.shape, dtype=np.float32)
+    elif order == 1:
+        base = np.floor(c).astype(np.int64)
+        frac = c - base
+        # per axis: (lower, upper) flat offsets and weights; a corner sums/multiplies them
+        offsets = [(base[:, a] * strides[a], np.minimum(base[:, a] + 1, dims[a] - 1) * strides[a])
+                   for a in range(3)]
+        axis_w = [(1.0 - frac[:, a], frac[:, a]) for a in range(3)]
+        cols = np.empty((c.shape[0], 8), dtype=np.int64)
+        weights = np.empty((c.shape[0], 8), dtype=np.float32)
+        for corner in range(8):
+            i, j, k = ((corner >> a) & 1 for a in range(3))
+            cols[:, corner] = offsets[0][i] + offsets[1][j] + offsets[2][k]
+            weights[:, corner] = axis_w[0][i] * axis_w[1][j] * axis_w[2][k]
+    else:
         raise ValueError(f"interpolation order must be 0 (nearest) or 1 (linear), got {order!r}")
-    base = np.floor(c).astype(np.int64)
-    frac = c - base
-    upper = np.minimum(base + 1, np.asarray(native_shape) - 1)
-    cols, weights = [], []
-    for corner in range(8):
-        pick = [(corner >> axis) & 1 for axis in range(3)]
-        ijk = np.where(pick, upper, base)
-        w = np.prod(np.where(pick, frac, 1.0 - frac), axis=1)
-        cols.append(ijk @ strides)
-        weights.append(w)
-    cols = np.concatenate(cols)
-    weights = np.concatenate(weights).astype(np.float32)
-    rws = np.tile(row_ids, 8)
-    keep = weights != 0
-    return sparse.csr_matrix((weights[keep], (rws[keep], cols[keep])), shape=(n_rows, n_native))
+    # rows are already sorted, so the CSR arrays are written directly (no COO sort)
+    per_row = np.zeros(n_rows, dtype=np.int64)
+    per_row[row_ids[inside]] = cols.shape[1]
+    indptr = np.concatenate([[0], np.cumsum(per_row)])
+    n_native = int(np.prod(dims))
+    index = np.int32 if max(n_native, indptr[-1]) < np.iinfo(np.int32).max else np.int64
+    return sparse.csr_matrix((weights.ravel(), cols.ravel().astype(index),
+                              indptr.astype(index)), shape=(n_rows, n_native))
 
 
 class MniResampler:
@@ -237,6 +243,8 @@ class MniResampler:
                              f"found shape {shape}")
         if chunk < 1:
             raise ValueError(f"chunk must be ≥ 1 volume, got {chunk}")
+        if hasattr(img4d, "affine"):
+            self.check_native(img4d, "native series")
         W = self.matrix(order, mask)
         n_vol = shape[3]
         out = np.empty(self.target_shape + (n_vol,), dtype=np.float32, order="F")
@@ -255,8 +263,7 @@ def _volume_chunks(img4d, chunk: int) -> Iterator[tuple[int, np.ndarray]]:
 
     n_vol = img4d.shape[3]
     filename = img4d.get_filename() if hasattr(img4d, "get_filename") else None
-    if hasattr(img4d, "dataobj") and nib.is_proxy(img4d.dataobj) and filename \
-            and not img4d.in_memory:
+    if hasattr(img4d, "dataobj") and nib.is_proxy(img4d.dataobj) and filename:
         # one open stream read forwards: re-opening a .nii.gz per chunk would
         # decompress from the start every time (quadratic in the run length)
         src = img4d.dataobj
@@ -325,10 +332,14 @@ def warp_to_mni(native_img, resampler: MniResampler, *, mask_img=None, order: in
         raise InputError(f"{_describe(native_img)}: expected a 3D or 4D image, "
                          f"found shape {native_img.shape}")
     out = nib.Nifti1Image(data, resampler.target_affine)
-    out.header.set_xyzt_units("mm", "sec")
     if data.ndim == 4:
-        zooms = out.header.get_zooms()
-        out.header.set_zooms(zooms[:3] + (float(native_img.header.get_zooms()[3]),))
+        # TR and its unit as the input states them (an 'unknown' unit stays unknown,
+        # so later stages still fall back to the configured TR)
+        out.header.set_xyzt_units("mm", native_img.header.get_xyzt_units()[1])
+        out.header.set_zooms(out.header.get_zooms()[:3]
+                             + (float(native_img.header.get_zooms()[3]),))
+    else:
+        out.header.set_xyzt_units("mm")
     return out
 
 

@@ -15,6 +15,7 @@ session never changes what another one receives.
 from __future__ import annotations
 
 import zlib
+from functools import lru_cache
 
 import numpy as np
 from scipy import ndimage
@@ -72,6 +73,7 @@ def sigma_voxels(fwhm_mm: float, voxel_mm: float) -> float:
     return fwhm_mm / (2.0 * np.sqrt(2.0 * np.log(2.0))) / voxel_mm
 
 
+@lru_cache(maxsize=16)
 def _kernel_norm(sigma_vox: float) -> float:
     """Std of unit white noise after ``gaussian_filter(sigma_vox)`` (away from edges)."""
     size = 2 * int(np.ceil(4 * sigma_vox)) + 1

@@ -139,13 +139,14 @@ def rest_run(setup: RestSetup, volumes: int, tr_s: float, rng: np.random.Generat
     trans, rot = motion[:, :3].T.astype(np.float32), motion[:, 3:].T.astype(np.float32)
     for s in range(0, n_vox, chunk):
         sl = slice(s, min(s + chunk, n_vox))
-        pct = (setup.maps[:, sl].T @ loads
+        pct = (np.einsum("nv,nt->vt", setup.maps[:, sl], loads)
                + setup.drift_loading[sl, None] * drift[None].astype(np.float32)
                + np.float32(WHITE_NOISE_PCT)
                * rng.standard_normal((sl.stop - sl.start, volumes), dtype=np.float32))
         signal = setup.baseline[sl, None] * (1 + np.float32(0.01) * pct)
         # voxel displacement Δ = translation + ω × p (small angles) moves the image:
         # δS = −∇B·Δ = −∇B·translation − ω·(p × ∇B)
-        signal -= setup.gradient[sl] @ trans + setup.lever[sl] @ rot
+        signal -= (np.einsum("vk,kt->vt", setup.gradient[sl], trans)
+                   + np.einsum("vk,kt->vt", setup.lever[sl], rot))
         out[sl] = np.clip(np.rint(signal), 0, 32767).astype(np.int16)
     return out, courses, motion

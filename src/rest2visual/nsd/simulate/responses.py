@@ -108,8 +108,10 @@ class ResponseModel:
 
     def signal(self, phi: np.ndarray) -> np.ndarray:
         """Noise-free beta volume (%) for standardized features ``phi`` (len(FEATURES),)."""
-        coef = np.concatenate([[1.0], phi]).astype(np.float32)
-        return self.gain * np.tensordot(coef, self.weights, axes=1)
+        total = self.weights[0].copy()
+        for w, f in zip(self.weights[1:], np.asarray(phi, dtype=np.float32)):
+            total += f * w
+        return self.gain * total
 
     def signal_sd(self, feature_cov: np.ndarray) -> np.ndarray:
         """Std over images of the noise-free response (X, Y, Z), given the features' covariance."""

@@ -48,16 +48,19 @@ def render_image(seed: int, nsd_id: int) -> np.ndarray:
     s = IMAGE_SIZE
     saturation = rng.uniform(0.0, 1.0) ** 0.7
     rows = np.arange(s, dtype=np.float32)[:, None]
-    cols = np.arange(s, dtype=np.float32)[None, :]
     horizon = rng.uniform(0.3, 0.7) * s
     sky, ground = _colour(rng, saturation), _colour(rng, saturation)
-    blend = np.clip((rows - horizon) / rng.uniform(2, 60) + 0.5, 0, 1)[..., None]
-    img = np.broadcast_to(sky * (1 - blend) + ground * blend, (s, s, 3)).astype(np.float32)
+    blend = np.clip((rows - horizon) / rng.uniform(2, 60) + 0.5, 0, 1)  # (s, 1)
+    background = (sky * (1 - blend) + ground * blend).astype(np.float32)  # (s, 3)
     if rng.random() < 0.4:  # texture above or below the horizon: upper ≠ lower field energy
         angle, period = rng.uniform(0, np.pi), rng.uniform(6, 40)
-        phase = (np.cos(angle) * cols + np.sin(angle) * rows) * (2 * np.pi / period)
+        cols = np.arange(s, dtype=np.float32)[None, :]
+        phase = (np.cos(angle) * cols + np.sin(angle) * rows) * np.float32(2 * np.pi / period)
         half = blend if rng.random() < 0.5 else 1 - blend
-        img = img + (rng.uniform(10, 50) * np.sin(phase))[..., None] * half
+        texture = np.float32(rng.uniform(10, 50)) * np.sin(phase) * half
+        img = np.clip(np.rint(background[:, None, :] + texture[..., None]), 0, 255).astype(np.uint8)
+    else:
+        img = np.broadcast_to(np.rint(background).astype(np.uint8)[:, None, :], (s, s, 3)).copy()
     focus = np.asarray(_FOCI[rng.integers(len(_FOCI))]) * s
     spread = rng.uniform(0.12, 0.5) * s
     for _ in range(int(rng.integers(1, 9))):
@@ -75,14 +78,14 @@ def render_image(seed: int, nsd_id: int) -> np.ndarray:
         else:
             ang = rng.uniform(0, 2 * np.pi) + np.array([0.0, 2.1, 4.2])
             rr, cc = draw.polygon(r0 + size * np.sin(ang), c0 + size * np.cos(ang), shape=(s, s))
-        colour = _colour(rng, saturation)
+        colour = np.rint(_colour(rng, saturation)).astype(np.uint8)
         if kind == 3:  # striped bar: many edges in a small region
             stripes = ((rr + cc) // int(rng.integers(3, 9))) % 2 == 0
             img[rr[stripes], cc[stripes]] = colour
             img[rr[~stripes], cc[~stripes]] = 255 - colour
         else:
             img[rr, cc] = colour
-    return np.clip(np.rint(img), 0, 255).astype(np.uint8)
+    return img
 
 
 def image_features(img: np.ndarray) -> dict[str, float]:
