@@ -48,7 +48,8 @@ def write_synthetic_pack(path, *, shape=(10, 12, 10), image_size=8, seed=0, comp
     images = rng.integers(0, 256, (len(ids), image_size, image_size, 3), dtype=np.uint8)
     write_pack(path, grid=grid, trials=trials, rest_index=rest_index, image_nsd_ids=ids,
                image_size=image_size, rest_vectors=iter(rest), image_blocks=[(0, images)],
-               beta_blocks=[("synthetic", betas[:10]), ("synthetic", betas[10:])],
+               beta_blocks=[("synthetic", trials.trial[:10], betas[:10]),
+                            ("synthetic", trials.trial[10:], betas[10:])],
                compression=compression)
     return {"grid": grid, "trials": trials, "rest": rest, "betas": betas.astype(np.float16),
             "images": images, "ids": ids}
@@ -72,13 +73,14 @@ def test_batches_shapes_dtypes_and_values(pack, num_workers):
     seen = []
     for batch in loader:
         b = len(batch["row"])
-        assert batch["rest"].shape == (b, n_vox) and batch["rest"].dtype == torch.float32
+        assert batch["rest"].shape == (b, n_vox) and batch["rest"].dtype == torch.float16
         assert batch["beta"].shape == (b, n_vox) and batch["beta"].dtype == torch.float16
         assert batch["image"].shape == (b, 3, s, s) and batch["image"].dtype == torch.uint8
         for j, row in enumerate(batch["row"].tolist()):
             t = ref["trials"].iloc[row]
             assert np.array_equal(batch["beta"][j].numpy(), ref["betas"][row])
-            assert np.array_equal(batch["rest"][j].numpy(), ref["rest"][t.rest_row])
+            rest = ref["rest"][t.rest_row].astype(np.float16)
+            assert np.array_equal(batch["rest"][j].numpy(), rest)
             assert np.array_equal(batch["image"][j].numpy().transpose(1, 2, 0),
                                   ref["images"][t.image_row])
         seen += batch["row"].tolist()
@@ -91,8 +93,9 @@ def test_batches_shapes_dtypes_and_values(pack, num_workers):
 
 def test_dataset_pickles_without_its_handle(pack):
     path, ref = pack
-    ds = TripletDataset(path)
+    ds = TripletDataset(path, rest_dtype=torch.float32)
     first = ds[0]
+    assert np.array_equal(first["rest"].numpy(), ref["rest"][ref["trials"].rest_row.iloc[0]])
     clone = pickle.loads(pickle.dumps(ds))
     assert clone.pack._h5 is None and clone._open is None
     assert torch.equal(clone[0]["beta"], first["beta"])

@@ -306,3 +306,20 @@ def test_predict_from_rest_runs_uses_the_model_rest_settings(tmp_path):
     predict.main(["--model", str(path), "--rest", str(write_rest_map(tmp_path / "z.nii.gz", zmap.get_fdata())),
                   "--image", str(image), "-o", str(ref)])
     np.testing.assert_allclose(nib.load(out).get_fdata(), nib.load(ref).get_fdata(), atol=1e-5)
+
+
+def test_noise_ablation_inputs(model_file):
+    model = predict.load_model(model_file)
+    rest = np.random.default_rng(0).standard_normal((3, model.grid.n_voxels)).astype(np.float32)
+    images = np.random.default_rng(1).integers(0, 256, (3, IMAGE_SIZE, IMAGE_SIZE, 3), dtype=np.uint8)
+    noise_rest, same_images = predict.ablation_inputs(rest, images, ablation="noise_rest", seed=0)
+    assert noise_rest.shape == rest.shape and np.array_equal(same_images, images)
+    assert abs(np.corrcoef(noise_rest[0], rest[0])[0, 1]) < 0.1
+    same_rest, noise_images = predict.ablation_inputs(rest, images, ablation="noise_image", seed=0)
+    assert np.array_equal(same_rest, rest) and noise_images.dtype == np.uint8
+    assert not np.array_equal(noise_images, images)
+    a = predict.predict_vectors(model, *predict.ablation_inputs(rest, images, ablation="noise_image", seed=4))
+    b = predict.predict_vectors(model, *predict.ablation_inputs(rest, images, ablation="noise_image", seed=4))
+    np.testing.assert_array_equal(a, b)  # seeded
+    with pytest.raises(ValueError, match="unknown ablation"):
+        predict.ablation_inputs(rest, images, ablation="shuffle")

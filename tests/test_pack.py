@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import shutil
 import signal
 import subprocess
 import sys
-import textwrap
 import time
 from pathlib import Path
 
@@ -22,55 +20,8 @@ from rest2visual.dataset import validate
 from rest2visual.dataset.images import resize_image
 from rest2visual.dataset.pack import Pack, entity, main as pack_main, pack_triplets, to_float16
 from rest2visual.maskvec import MaskedGrid
+from rest2visual.nsd import design
 from rest2visual.paths import bids_name
-
-# NSD's design rule, used only while rest2visual.nsd.design is not in the package yet
-FAKE_DESIGN = textwrap.dedent('''
-    import numpy as np
-    import pandas as pd
-    import scipy.io
-
-    def load_expdesign(path):
-        m = scipy.io.loadmat(path)
-        return {k: np.asarray(m[k]) for k in ("masterordering", "subjectim", "sharedix")}
-
-    def trial_table(design, subject, session, trials_per_session):
-        order = design["masterordering"].ravel()
-        k = (session - 1) * trials_per_session + np.arange(trials_per_session)
-        ten_k = order[k]
-        first = np.array([np.sum(order[:kk] == order[kk]) for kk in k])
-        return pd.DataFrame({"subject": subject, "session": session,
-                             "trial": np.arange(1, trials_per_session + 1),
-                             "nsd_id": design["subjectim"][subject - 1, ten_k - 1] - 1,
-                             "shared": ten_k <= 1000, "repeat": first})
-''')
-INSTALL_DESIGN = textwrap.dedent('''
-    import importlib.util, sys
-    try:
-        import rest2visual.nsd.design
-    except ModuleNotFoundError:
-        spec = importlib.util.spec_from_file_location("rest2visual.nsd.design", {fake!r})
-        mod = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(mod)
-        sys.modules["rest2visual.nsd.design"] = mod
-''')
-
-
-@pytest.fixture
-def design(tmp_path, monkeypatch):
-    """rest2visual.nsd.design, or NSD's rule as a stand-in module while it is missing."""
-    try:
-        from rest2visual.nsd import design as real
-        return real
-    except ImportError:
-        path = tmp_path / "fake_design.py"
-        path.write_text(FAKE_DESIGN)
-        spec = importlib.util.spec_from_file_location("rest2visual.nsd.design", path)
-        mod = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(mod)
-        monkeypatch.setitem(sys.modules, "rest2visual.nsd.design", mod)
-        return mod
-
 
 def make_world(root: Path, *, shape=(9, 11, 9), tps=20, n_images=60, image_px=40,
                sessions=((1, 21), (1, 22), (2, 21), (2, 22)), seed=0) -> dict:
@@ -90,15 +41,15 @@ def make_world(root: Path, *, shape=(9, 11, 9), tps=20, n_images=60, image_px=40
     grid = MaskedGrid(mask, affine)
     w = {"grid": grid, "root": root, "tps": tps, "mask": root / "mask.nii.gz"}
     nib.save(nib.Nifti1Image(mask.astype(np.uint8), affine), w["mask"])
-    # design: 10k slots 1..1000 shared (images 1..20), the rest subject-specific
-    order = rng.choice(np.r_[1:11, 1001:1031], 30000).astype(np.int32)
-    subjectim = np.zeros((8, 10000), np.int32)
-    subjectim[:, :1000] = 1 + np.arange(1000) % 20
+    # design: list slots 1..20 are the shared images 1..20, the rest subject-specific
+    order = rng.integers(1, 61, 30000).astype(np.float64)  # MATLAB doubles, like NSD's
+    subjectim = np.zeros((8, 10000), np.float64)
+    subjectim[:, :20] = np.arange(1, 21)
     for s in range(8):
-        subjectim[s, 1000:] = 21 + (np.arange(9000) + 7 * s) % (n_images - 20)
+        subjectim[s, 20:] = 21 + (np.arange(9980) + 7 * s) % (n_images - 20)
     w["expdesign"] = root / "nsd_expdesign.mat"
     scipy.io.savemat(w["expdesign"], {"masterordering": order[None], "subjectim": subjectim,
-                                      "sharedix": np.arange(1, 21)[None]})
+                                      "sharedix": np.arange(1.0, 21.0)[None]})
     w["stimuli"] = root / "nsd_stimuli.hdf5"
     w["brick"] = rng.integers(0, 256, (n_images, image_px, image_px, 3), dtype=np.uint8)
     with h5py.File(w["stimuli"], "w") as h5:
@@ -147,11 +98,11 @@ def pack_world(w, out, **kw) -> Path:
 
 
 @pytest.fixture
-def world(tmp_path, design):
+def world(tmp_path):
     return make_world(tmp_path / "in")
 
 
-def test_round_trip_and_trial_table(world, design, tmp_path):
+def test_round_trip_and_trial_table(world, tmp_path):
     path = pack_world(world, tmp_path / "pack.h5")
     grid = world["grid"]
     with Pack(path) as pack:
@@ -166,12 +117,17 @@ def test_round_trip_and_trial_table(world, design, tmp_path):
             assert np.array_equal(back.get_fdata(dtype=np.float32), vol)  # float32: exact
             assert np.allclose(back.affine, grid.affine)
         expdesign = design.load_expdesign(world["expdesign"])
+        order, subjectim = expdesign.masterordering, expdesign.subjectim
         for (sub, ses), betas in world["beta_data"].items():
             mine = trials[(trials.subject == sub) & (trials.session == ses)]
             table = design.trial_table(expdesign, sub, ses, world["tps"]).set_index("trial")
             want = table.loc[mine.trial]
             for col in ("nsd_id", "shared", "repeat"):
                 assert np.array_equal(mine[col].to_numpy(), want[col].to_numpy()), col
+            # and NSD's rule directly: trial i of session s is experiment trial (s-1)·T + i-1
+            k = (ses - 1) * world["tps"] + mine.trial.to_numpy() - 1
+            assert np.array_equal(mine.nsd_id, subjectim[sub - 1, order[k] - 1] - 1)
+            assert np.array_equal(mine.shared, order[k] <= 20)
             packed = h5["betas"][mine.index.to_numpy()].astype(np.float32)
             assert np.allclose(packed, betas[mine.trial - 1], rtol=1e-3, atol=1e-3)  # float16
             vol = pack.grid.to_nifti(h5["betas"][int(mine.index[0])]).get_fdata()
@@ -245,7 +201,7 @@ def test_bad_inputs_name_the_file(world, tmp_path):
     betas = world["beta_data"][key].copy()
     betas[3, 0] = np.nan
     bad[key] = write_evoked(tmp_path, grid, *key, betas, [], "nan.h5")
-    with pytest.raises(InputError, match="nan.h5: rows"):
+    with pytest.raises(InputError, match=r"nan.h5: trials \[4\] hold NaN"):
         pack_world({**world, "evoked": bad}, out)
     # a rest map on another grid
     rest = dict(world["rest"])
@@ -304,21 +260,16 @@ def test_validate_catches_corruption(world, tmp_path, capsys):
     assert validate.validate_pack(tmp_path / "junk.h5")
 
 
-def test_killed_pack_leaves_no_final_file_and_reruns(tmp_path, design):
+def test_killed_pack_leaves_no_final_file_and_reruns(tmp_path):
     """SIGKILL while the pack is being written: no file under the final name; a rerun packs."""
     w = make_world(tmp_path / "in", shape=(22, 26, 22), tps=120, n_images=80, image_px=425,
                    sessions=((1, 21), (1, 22), (2, 21), (2, 22)), seed=1)
     out = tmp_path / "out" / "pack.h5"
-    fake = tmp_path / "fake_design.py"
-    fake.write_text(FAKE_DESIGN)
     args = ["--rest", *map(str, w["rest"].values()), "--evoked", *map(str, w["evoked"].values()),
             "--expdesign", str(w["expdesign"]), "--stimuli", str(w["stimuli"]),
             "--mask", str(w["mask"]), "--image-size", "64",
             "--trials-per-session", str(w["tps"]), "--out", str(out)]
-    code = INSTALL_DESIGN.format(fake=str(fake)) + (
-        "from rest2visual.dataset.pack import main\n"
-        f"sys.exit(main({args!r}))\n")
-    proc = subprocess.Popen([sys.executable, "-c", code])
+    proc = subprocess.Popen([sys.executable, "-m", "rest2visual.cli", "pack", *args])
     deadline = time.monotonic() + 60
     while not list(out.parent.glob(".pack.tmp-*")) and proc.poll() is None:
         assert time.monotonic() < deadline, "the pack never started writing"
@@ -327,5 +278,5 @@ def test_killed_pack_leaves_no_final_file_and_reruns(tmp_path, design):
     assert proc.wait() == -signal.SIGKILL, "the pack finished before it could be killed"
     assert not out.exists()
     assert list(out.parent.glob(".pack.tmp-*"))  # the killed writer's partial file
-    assert pack_main(args) == 0  # the rerun, in this process (design fixture installed)
+    assert pack_main(args) == 0  # the rerun
     assert validate.validate_pack(out) == []

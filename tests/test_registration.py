@@ -165,8 +165,8 @@ def test_volume_matches_ants_apply_transforms(subject):
     # NN interpolation of labels matches too (a handful of exact ties may round apart)
     labels = (data > 0).astype(np.float32) + (data > 0.1)
     ours_nn = subject["resampler"].volume(labels, order=0)
-    theirs_nn = ants.apply_transforms(to_ants(template), to_ants(nib.Nifti1Image(labels, native.affine)),
-                                      subject["result"].transforms,
+    labels_img = to_ants(nib.Nifti1Image(labels, native.affine))
+    theirs_nn = ants.apply_transforms(to_ants(template), labels_img, subject["result"].transforms,
                                       interpolator="nearestNeighbor").numpy()
     assert (ours_nn != theirs_nn).mean() < 1e-3
 
@@ -254,6 +254,16 @@ def test_nsd_coordinate_map_reproduces_known_shift(tmp_path):
                                rtol=1e-5)
     assert np.all(out[~valid] == 0)
     assert resampler_for(tmp_path / "map.nii.gz", native, target).source.endswith("map.nii.gz")
+    from rest2visual.preprocess.resample import main as warp_main
+
+    nib.save(native, tmp_path / "native.nii.gz")
+    assert warp_main(["--in", str(tmp_path / "native.nii.gz"), "--nsd-coords",
+                      str(tmp_path / "map.nii.gz"), "--resolution", "4",
+                      "--out", str(tmp_path / "mni.nii.gz")]) == 0
+    np.testing.assert_allclose(nib.load(tmp_path / "mni.nii.gz").get_fdata(), out, rtol=1e-6)
+    with pytest.raises(InputError, match="--resolution"):
+        warp_main(["--in", str(tmp_path / "native.nii.gz"), "--nsd-coords",
+                   str(tmp_path / "map.nii.gz"), "--out", str(tmp_path / "x.nii.gz")])
 
 
 def test_nsd_coordinate_map_interpolated_on_an_offset_grid(tmp_path):
@@ -371,9 +381,30 @@ def test_seed_setting_is_restored():
     from ants import config as ants_config
 
     before = (ants_config._deterministic, ants_config._random_seed)
-    with reg_mod._ants_random_seed(7):
-        assert ants_config._random_seed == 7 and not ants_config._deterministic
+    # ANTs reads --random-seed 0 as "use the clock": our seed 0 must reach it as nonzero
+    with reg_mod._ants_random_seed(0):
+        assert ants_config._random_seed == 1 and not ants_config._deterministic
     assert (ants_config._deterministic, ants_config._random_seed) == before
+    with pytest.raises(InputError, match="seed"):
+        reg_mod.ants_seed(-1)
+
+
+def test_same_seed_one_thread_is_bitwise_reproducible(subject, tmp_path):
+    """Two registrations in a fresh process with one ITK thread give the same field."""
+    import subprocess
+    import sys
+
+    root = subject["root"]
+    args = ["--anat", str(root / "anat.nii.gz"), "--brainmask", str(root / "brainmask.nii.gz"),
+            "--resolution", "4", "--prefix", "s", "--threads", "1", "--seed", "0"]
+    code = ("import sys; from rest2visual.preprocess.registration import main; "
+            f"a = {args!r}; main(a + ['--out-dir', sys.argv[1]]); "
+            "main(a + ['--out-dir', sys.argv[2]])")
+    subprocess.run([sys.executable, "-c", code, str(tmp_path / "a"), str(tmp_path / "b")],
+                   check=True, capture_output=True)
+    fields = [nib.load(registration_outputs(tmp_path / run, "s", RES_MM).composite).get_fdata()
+              for run in "ab"]
+    assert np.array_equal(fields[0], fields[1])
 
 
 def test_to_ants_keeps_physical_space(tmp_path):
@@ -407,3 +438,30 @@ def test_qc_figure(subject, tmp_path):
     with pytest.raises(InputError, match="shape"):
         plot_registration_qc(other, template, tmp_path / "bad.png")
     assert not (tmp_path / "bad.png").exists()
+
+
+# --- the simulated NSD's own truth ---------------------------------------------------------
+def test_simulated_nsd_subject_recovered(toy_nsd, tmp_path):
+    """Register a simulated subject from its NSD keys; compare with the generator's truth."""
+    from rest2visual.nsd import keys
+    from rest2visual.nsd.simulate import truth
+
+    subject, nsd = 1, Path(toy_nsd.nsd_root)
+    anat_path = nsd / keys.anatomy_key(subject)
+    assert reg_mod.main(["--anat", str(anat_path), "--brainmask",
+                         str(nsd / keys.brainmask_key(subject)), "--resolution", "4",
+                         "--out-dir", str(tmp_path), "--prefix", "sub-01", "--threads", "2"]) == 0
+    anat = nib.load(anat_path)
+    true_coords = truth.mni_to_native_coords(toy_nsd.truth_root, subject)
+    brain = mni_brain_mask(RES_MM).get_fdata() > 0
+    voxel_mm = float(anat.header.get_zooms()[0])
+    ants_path = registration_outputs(tmp_path, "sub-01", RES_MM).composite
+    found = MniResampler.from_composite(ants_path, anat).source_coordinates()
+    error_mm = np.linalg.norm(found - true_coords, axis=-1)[brain] * voxel_mm
+    assert error_mm.mean() < RES_MM, error_mm.mean()
+    # NSD's own coordinate map is the truth itself wherever it has a source
+    nsd_map = MniResampler.from_nsd_coordinates(nsd / keys.func_to_mni_key(subject), anat,
+                                                mni_grid(RES_MM)).source_coordinates()
+    valid = np.all(np.isfinite(nsd_map), axis=-1)
+    assert (valid & brain).sum() > 0.95 * brain.sum()
+    np.testing.assert_allclose(nsd_map[valid], true_coords[valid], atol=1e-3)

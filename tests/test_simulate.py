@@ -267,8 +267,7 @@ def test_contralateral_retinotopy_in_early_visual_cortex(sim):
     betas = truth.true_mni_betas(sim.truth_root, s, ses)
     atlas = truth.roi_atlas(sim.truth_root)
     labels = np.asarray(atlas.dataobj)
-    x = (np.argwhere(np.ones(labels.shape, bool)) @ atlas.affine[:3, :3].T + atlas.affine[:3, 3])[:, 0]
-    x = x.reshape(labels.shape)
+    x = atlas.affine[0, 0] * np.indices(labels.shape)[0] + atlas.affine[0, 3]  # MNI x, mm
     shown = truth.trial_record(sim.truth_root, s, ses)["nsd_id"]
     feats = truth.image_features(sim.truth_root).set_index("nsd_id").loc[shown, list(FEATURES)]
     design = np.c_[np.ones(len(feats)), (feats - feats.mean()) / feats.std()]
@@ -330,7 +329,8 @@ def test_same_seed_same_bytes_other_seed_differs(tmp_path):
         assert _digest(a.nsd_root, key) == _digest(b.nsd_root, key), key
     for key in files:
         assert _digest(a.nsd_root, key) != _digest(c.nsd_root, key), key
-    assert (a.truth_root / "params.json").read_bytes() == (b.truth_root / "params.json").read_bytes()
+    params = [(sim.truth_root / "params.json").read_bytes() for sim in (a, b)]
+    assert params[0] == params[1]
 
 
 def test_existing_output_refused_but_empty_folders_accepted(tmp_path):
@@ -370,3 +370,19 @@ def test_cli_writes_and_reports_errors(tmp_path, capsys):
     assert params["subjects"] == [4] and params["sessions"] == [22] and params["seed"] == 1
     assert cli_main(args) == 2  # OUT exists
     assert "already exists" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("n_images, disjoint", [(3000, True), (1000, False)])
+def test_design_keeps_nsd_repeat_structure_when_the_pool_allows(n_images, disjoint):
+    from rest2visual.nsd.simulate.design import make_design, showing_number
+
+    d = make_design(n_images=n_images, n_shared=40, trials_per_session=30, seed=3)
+    assert d.showings_per_image == 3 and d.disjoint_subject_images == disjoint
+    assert d.subjectim.shape == (8, 400)  # ⌈40 · 30 / 3⌉ images per subject
+    assert (d.subjectim[:, :40] == d.subjectim[0, :40]).all()
+    assert np.bincount(d.masterordering).max() == 3
+    if disjoint:
+        unique = d.subjectim[:, 40:]
+        assert np.unique(unique).size == unique.size
+    ids = d.shown(1)
+    assert showing_number(ids).max() == 2 and len(set(d.subjectim[0])) == 400

@@ -97,7 +97,8 @@ def test_cli_files_are_byte_identical_per_seed(tmp_path, capsys):
     assert sorted(a) == ["paper.csv", "shared.csv", "unseen-stimulus.csv",
                          "unseen-subject_sub-01.csv", "unseen-subject_sub-03.csv"]
     assert a == b
-    assert a["paper.csv"] != c["paper.csv"] and a["unseen-stimulus.csv"] != c["unseen-stimulus.csv"]
+    for name in ("paper.csv", "unseen-stimulus.csv"):
+        assert a[name] != c[name]
     assert sp.main(["--pack", str(pack), "--out-dir", str(tmp_path / "d"), "--n-test", "999"]) == 1
     assert "only" in capsys.readouterr().err and not (tmp_path / "d" / "paper.csv").exists()
     # a split file from another pack is refused

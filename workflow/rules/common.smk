@@ -67,6 +67,20 @@ def composite_xfm(sub):
     return out("registration", "xfm", "nii.gz", sub=sub, desc="composite", **XFM_ENTITIES)
 
 
+def mni_transform(sub):
+    """The transform that brings subject ``sub``'s native data to MNI (registration.method)."""
+    if config["registration"]["method"] == "nsd":
+        return nsd_path(nsdkeys.func_to_mni_key(int(sub)))
+    return composite_xfm(sub)
+
+
+def transform_args(wc, input):
+    """warp-to-mni options for the configured registration method."""
+    if config["registration"]["method"] == "nsd":
+        return f"--nsd-coords {input.transform} --resolution {RES}"
+    return f"--composite {input.transform}"
+
+
 def rest_run_key(wc):
     return nsd_path(nsdkeys.rest_key(int(wc.sub), int(wc.ses), int(wc.run), SPACE))
 

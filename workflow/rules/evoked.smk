@@ -4,7 +4,7 @@
 rule evoked_betas:
     input:
         betas=lambda wc: nsd_path(nsdkeys.betas_key(int(wc.sub), int(wc.ses), SPACE, BETAS)),
-        composite=lambda wc: composite_xfm(wc.sub),
+        transform=lambda wc: mni_transform(wc.sub),
         mask=BRAIN_MASK,
     output:
         evoked_betas_h5("{sub}", "{ses}"),
@@ -20,7 +20,7 @@ rule evoked_betas:
     conda:
         "../../envs/preprocess.yaml"
     shell:
-        "rest2visual evoked --betas {input.betas} --composite {input.composite}"
+        "rest2visual evoked --betas {input.betas} --transform {input.transform}"
         " --mask {input.mask} --subject {wildcards.sub} --session {wildcards.ses}"
         " --trials {params.trials} --out {output} > {log} 2>&1"
 
@@ -28,8 +28,10 @@ rule evoked_betas:
 rule ncsnr_to_mni:
     input:
         ncsnr=lambda wc: nsd_path(nsdkeys.ncsnr_key(int(wc.sub), SPACE, BETAS)),
-        composite=lambda wc: composite_xfm(wc.sub),
+        transform=lambda wc: mni_transform(wc.sub),
         mask=BRAIN_MASK,
+    params:
+        transform=transform_args,
     output:
         out("evoked", "ncsnr", "nii.gz", sub="{sub}", space="MNI152", res=RES),
     log:
@@ -37,7 +39,7 @@ rule ncsnr_to_mni:
     conda:
         "../../envs/preprocess.yaml"
     shell:
-        "rest2visual warp-to-mni --in {input.ncsnr} --composite {input.composite}"
+        "rest2visual warp-to-mni --in {input.ncsnr} {params.transform}"
         " --mask {input.mask} --out {output} > {log} 2>&1"
 
 

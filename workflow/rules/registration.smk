@@ -19,9 +19,13 @@ rule register_to_mni:
     input:
         anat=lambda wc: nsd_path(nsdkeys.anatomy_key(int(wc.sub), SPACE)),
         brainmask=lambda wc: nsd_path(nsdkeys.brainmask_key(int(wc.sub), SPACE)),
-        template=TEMPLATE,
     output:
         composite=composite_xfm("{sub}"),
+        sidecar=out("registration", "xfm", "json", sub="{sub}", desc="composite", **XFM_ENTITIES),
+        affine=out("registration", "xfm", "mat", sub="{sub}", desc="affine", **XFM_ENTITIES),
+        warp=out("registration", "xfm", "nii.gz", sub="{sub}", desc="warp", **XFM_ENTITIES),
+        inverse_warp=out("registration", "xfm", "nii.gz", sub="{sub}", desc="warp",
+                         **{"from": "MNI152", "to": "func", "res": RES}),
         anat=out("registration", "T1w", "nii.gz", sub="{sub}", space="MNI152", res=RES),
         qc=report(
             out("registration", "qc", "png", sub="{sub}", desc="registration"),
@@ -45,12 +49,12 @@ rule register_to_mni:
     conda:
         "../../envs/preprocess.yaml"
     shell:
-        "ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS={threads} "
         "rest2visual register --anat {input.anat} --brainmask {input.brainmask}"
-        " --template {input.template} --resolution {params.res}"
+        " --resolution {params.res} --threads {threads}"
         " --out-dir {params.out_dir} --prefix sub-{wildcards.sub}"
         " --type-of-transform {params.reg[type_of_transform]} --metric {params.reg[metric]}"
         " --iterations {params.iterations} --seed {params.reg[seed]} --qc {output.qc} > {log} 2>&1"
 
 
-TARGETS.extend(out("registration", "qc", "png", sub=s, desc="registration") for s in SUBJECTS)
+if config["registration"]["method"] == "ants":
+    TARGETS.extend(out("registration", "qc", "png", sub=s, desc="registration") for s in SUBJECTS)

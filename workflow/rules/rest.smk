@@ -4,8 +4,10 @@
 rule rest_to_mni:
     input:
         run=rest_run_key,
-        composite=lambda wc: composite_xfm(wc.sub),
+        transform=lambda wc: mni_transform(wc.sub),
         mask=BRAIN_MASK,
+    params:
+        transform=transform_args,
     output:
         # 4D MNI series are large (≈0.8 GB a run at 2 mm) and only feed the z-map
         temp(out("rest", "bold", "nii", sub="{sub}", ses="{ses}", run="{run}",
@@ -20,7 +22,7 @@ rule rest_to_mni:
     conda:
         "../../envs/preprocess.yaml"
     shell:
-        "rest2visual warp-to-mni --in {input.run} --composite {input.composite}"
+        "rest2visual warp-to-mni --in {input.run} {params.transform}"
         " --mask {input.mask} --out {output} > {log} 2>&1"
 
 

@@ -46,7 +46,8 @@ def embed_images(pack_path, encoder: str, out_path, *, weights=None, feature_dim
     net = build_image_encoder(encoder, weights, feature_dim=feature_dim).to(dev).eval()
     with h5py.File(pack_path, "r") as pack:
         if "images" not in pack or "image_nsd_ids" not in pack:
-            raise InputError(f"{pack_path}: expected '/images' and '/image_nsd_ids' (a triplet pack)")
+            raise InputError(f"{pack_path}: expected '/images' and '/image_nsd_ids' "
+                             "(a triplet pack)")
         images, nsd_ids = pack["images"], pack["image_nsd_ids"][()]
         features = np.empty((len(images), net.feature_dim), dtype=np.float32)
         with torch.no_grad():
@@ -66,12 +67,13 @@ def embed_images(pack_path, encoder: str, out_path, *, weights=None, feature_dim
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="rest2visual embed-images",
-                                description="cache frozen image-encoder embeddings of the packed images")
+    p = argparse.ArgumentParser(prog="rest2visual embed-images", description=__doc__.split("\n")[0])
     p.add_argument("--pack", required=True, help="triplet pack (HDF5)")
-    p.add_argument("--encoder", required=True, help="small_cnn, resnet18, resnet50 or open_clip:<arch>")
+    p.add_argument("--encoder", required=True,
+                   help="small_cnn, resnet18, resnet50 or open_clip:<arch>")
     p.add_argument("--weights", help="encoder weights file (or OpenCLIP pretrained tag)")
-    p.add_argument("--feature-dim", type=int, default=128, help="small_cnn output size (= model.embed_dim)")
+    p.add_argument("--feature-dim", type=int, default=128,
+                   help="small_cnn output size (= model.embed_dim)")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     p.add_argument("--out", required=True, help="output HDF5")

@@ -106,16 +106,20 @@ class TripletDataset(Dataset):
     """(rest map, image, beta) triplets of the pack ``pack_path`` at ``rows`` of /trials.
 
     ``rows``: indices into /trials, e.g. ``split_rows(pack, "paper.csv", "train")``
-    (default: every trial). A sample is a dict: ``rest`` float32 (n_vox,) PCC z,
-    ``beta`` float16 (n_vox,) % signal change, ``image`` uint8 (3, S, S) — or
-    ``embedding`` float32 (C,) when ``embeddings_path`` is given — and ``row``.
-    Rest maps are few (one per session) and cached per process after first read.
+    (default: every trial). A sample is a dict: ``rest`` (n_vox,) PCC z in
+    ``rest_dtype``, ``beta`` float16 (n_vox,) % signal change, ``image`` uint8
+    (3, S, S) — or ``embedding`` float32 (C,) when ``embeddings_path`` is given —
+    and ``row``. Rest maps are few (one per session) and cached per process
+    after first read. They are stored float32 but travel as float16 by default
+    (relative rounding ≤ 2**-11 on z-scores): a 2 mm batch of 32 then carries
+    15 MB instead of 30 MB of rest maps from a worker to the training process,
+    which measured 1.5–2× more samples/s with workers on 2 busy cores.
     A DataLoader fetches a batch through :meth:`__getitems__`, whose betas and
     images are read ``read_threads`` at a time.
     """
 
     def __init__(self, pack_path, rows: np.ndarray | None = None, *, embeddings_path=None,
-                 read_threads: int = 8):
+                 rest_dtype: torch.dtype = torch.float16, read_threads: int = 8):
         self.pack = Pack(pack_path)
         with self.pack:  # read the index, then close: workers open their own handles
             trials = self.pack.trials
@@ -130,7 +134,7 @@ class TripletDataset(Dataset):
             raise InputError(f"{self.pack.path}: rows must lie in 0..{n - 1}")
         self.embeddings = (None if embeddings_path is None
                            else _load_embeddings(embeddings_path, image_nsd_ids))
-        self.read_threads = int(read_threads)
+        self.rest_dtype, self.read_threads = rest_dtype, int(read_threads)
         self._open = None  # (pid, fd, readers, pool) of the process that opened the pack
 
     def __getstate__(self):
@@ -172,7 +176,7 @@ class TripletDataset(Dataset):
         betas = readers["betas"].read_many(rows, pool)
         cache = readers["rest_cache"]
         for r in set(self.rest_row[rows].tolist()) - cache.keys():
-            cache[r] = torch.from_numpy(readers["rest_maps"].read(r))
+            cache[r] = torch.from_numpy(readers["rest_maps"].read(r)).to(self.rest_dtype)
         image_rows = self.image_row[rows]
         if self.embeddings is None:
             images = readers["images"].read_many(image_rows, pool)
@@ -192,6 +196,20 @@ class TripletDataset(Dataset):
         return self.__getitems__([i])[0]
 
 
+def _stack(tensors: list[torch.Tensor]) -> torch.Tensor:
+    first, shape = tensors[0], (len(tensors), *tensors[0].shape)
+    if torch.utils.data.get_worker_info() is None:
+        out = torch.empty(shape, dtype=first.dtype)
+    else:
+        # in a worker, stack straight into shared memory, which the batch crosses
+        # to the main process through (as default_collate does): saves one copy
+        nbytes = len(tensors) * first.numel() * first.element_size()
+        storage = first.untyped_storage()._new_shared(nbytes)
+        out = torch.empty(0, dtype=first.dtype).set_(storage).view(shape)
+    np.stack([t.numpy() for t in tensors], out=out.numpy())
+    return out
+
+
 def collate_triplets(samples: list[dict]) -> dict:
     """Stack samples into a batch: (B, ...) tensors per key, ``row`` an int64 (B,) tensor.
 
@@ -201,7 +219,7 @@ def collate_triplets(samples: list[dict]) -> dict:
     """
     batch = {"row": torch.tensor([s["row"] for s in samples], dtype=torch.int64)}
     for key in samples[0].keys() - {"row"}:
-        batch[key] = torch.from_numpy(np.stack([s[key].numpy() for s in samples]))
+        batch[key] = _stack([s[key] for s in samples])
     return batch
 
 

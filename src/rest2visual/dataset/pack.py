@@ -80,33 +80,31 @@ def to_float16(values: np.ndarray) -> np.ndarray:
 
 
 class PackWriter:
-    """Create a pack's datasets at their final sizes in an open h5py file and fill them.
+    """Create a pack's datasets at their final sizes in an open h5py file, then fill them.
 
     ``trials`` holds TRIAL_COLUMNS (rows in pack order), ``rest_index`` the
-    (subject, session) of each rest map, ``image_nsd_ids`` the increasing 0-based
-    ids of ``/images``. Betas are appended in row order with :meth:`write_betas`.
+    (subject, session) columns of the rest maps, ``image_nsd_ids`` the increasing
+    0-based ids of /images. Betas are appended in row order by :meth:`write_betas`;
+    :meth:`finish` writes the root attributes and checks that every row came.
     """
 
     def __init__(self, h5, grid: MaskedGrid, trials, rest_index, image_nsd_ids: np.ndarray,
                  image_size: int, compression: str | None = None):
-        self.h5, self.grid = h5, grid
-        self.n_trials, n_vox = len(trials), grid.n_voxels
+        self.h5, self.grid, self.n_trials = h5, grid, len(trials)
+        n_vox, s = grid.n_voxels, int(image_size)
         comp = {"compression": compression} if compression else {}
         grid.write_h5(h5)
-        group = h5.create_group("trials")
         for col, dtype in TRIAL_DTYPES.items():
-            group.create_dataset(col, data=np.asarray(trials[col], dtype=dtype))
-        group = h5.create_group("rest_index")
+            h5.create_dataset(f"trials/{col}", data=np.asarray(trials[col], dtype=dtype))
         for col in ("subject", "session"):
-            group.create_dataset(col, data=np.asarray(rest_index[col], dtype=np.int32))
+            h5.create_dataset(f"rest_index/{col}", data=np.asarray(rest_index[col], np.int32))
         h5.create_dataset("image_nsd_ids", data=np.asarray(image_nsd_ids, dtype=np.int32))
-        self.betas = h5.create_dataset("betas", (self.n_trials, n_vox), np.float16,
-                                       chunks=(1, n_vox), **comp)
-        self.rest_maps = h5.create_dataset("rest_maps", (len(rest_index["subject"]), n_vox), np.float32,
-                                           chunks=(1, n_vox), **comp)
-        s = int(image_size)
+        self.rest_maps = h5.create_dataset("rest_maps", (len(h5["rest_index/subject"]), n_vox),
+                                           np.float32, chunks=(1, n_vox), **comp)
         self.images = h5.create_dataset("images", (len(image_nsd_ids), s, s, 3), np.uint8,
                                         chunks=(1, s, s, 3), **comp)
+        self.betas = h5.create_dataset("betas", (self.n_trials, n_vox), np.float16,
+                                       chunks=(1, n_vox), **comp)
         self._next_beta = 0
 
     def write_rest(self, row: int, vector: np.ndarray) -> None:
@@ -115,38 +113,47 @@ class PackWriter:
     def write_images(self, start: int, block: np.ndarray) -> None:
         self.images[start:start + len(block)] = block
 
-    def write_betas(self, block: np.ndarray, source: str = "betas") -> None:
-        """Append (n, n_vox) betas (% signal change) as float16 after the last written row."""
+    def write_betas(self, block: np.ndarray, source: str = "betas", trials=None) -> None:
+        """Append (n, n_vox) betas (% signal change) as float16 after the last written row.
+
+        ``source`` and ``trials`` (the block's trial numbers) name bad rows in errors.
+        """
         half = to_float16(block)
         # exponent bits all set = inf or NaN, including values beyond float16's ±65504
         bad = ((half.view(np.uint16) & 0x7C00) == 0x7C00).any(axis=1)
         if bad.any():
-            raise InputError(f"{source}: rows {np.flatnonzero(bad).tolist()[:10]} hold NaN/inf "
-                             "or |beta| > 65504 (float16 range) and are not listed as bad trials")
+            where = np.flatnonzero(bad) if trials is None else np.asarray(trials)[bad]
+            raise InputError(f"{source}: trials {where.tolist()[:10]} hold NaN/inf or |beta| > "
+                             "65504 (float16 range) but are not listed as bad trials")
         end = self._next_beta + len(half)
         if end > self.n_trials:
-            raise ValueError(f"{end} beta rows written, the pack holds {self.n_trials}")
+            raise ValueError(f"{source}: {end} beta rows given for {self.n_trials} trials")
         self.betas[self._next_beta:end] = half
         self._next_beta = end
 
-    def write_ncsnr(self, subjects: list[int], vectors: np.ndarray) -> None:
+    def write_ncsnr(self, subjects, vectors: np.ndarray) -> None:
+        """(n_subjects, n_vox) noise-ceiling SNR maps in MNI and their subjects."""
         self.h5.create_dataset("ncsnr_subjects", data=np.asarray(subjects, dtype=np.int32))
         self.h5.create_dataset("ncsnr", data=np.asarray(vectors, dtype=np.float32))
 
-    def finish(self, excluded: np.ndarray, **attrs) -> None:
-        """Store the excluded trials and the root attributes; check every beta row was written."""
+    def finish(self, excluded, *, config_hash: str = "", template: str = DEFAULT_TEMPLATE,
+               mask_description: str = "") -> None:
+        """Store the excluded (subject, session, trial) rows and the root attributes."""
+        import rest2visual
+
         if self._next_beta != self.n_trials:
-            raise RuntimeError(f"{self._next_beta} of {self.n_trials} beta rows were written")
+            raise ValueError(f"{self._next_beta} beta rows written for {self.n_trials} trials")
         ds = self.h5.create_dataset("excluded_trials",
                                     data=np.asarray(excluded, dtype=np.int32).reshape(-1, 3))
         ds.attrs["columns"] = list(TRIAL_KEY)
         self.h5.attrs.update({
-            "n_trials": self.n_trials, "n_voxels": self.grid.n_voxels,
-            "n_excluded_trials": len(ds),
+            "config_hash": str(config_hash), "rest2visual_version": rest2visual.__version__,
+            "template": template, "mask_description": mask_description,
             "resolution_mm": float(abs(self.grid.affine[0, 0])),
             "image_size": int(self.images.shape[1]),
             "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            **attrs,
+            "n_trials": self.n_trials, "n_voxels": self.grid.n_voxels,
+            "n_excluded_trials": len(ds),
         })
 
 
@@ -201,7 +208,7 @@ def _trial_table(sessions: list[_Session], expdesign_path, trials_per_session: i
 
     from rest2visual.nsd import design
 
-    expdesign = design.load_expdesign(require_file(expdesign_path, "NSD experiment design"))
+    expdesign = design.load_expdesign(expdesign_path)
     parts = []
     for rest_row, s in enumerate(sessions):
         table = design.trial_table(expdesign, s.subject, s.session, trials_per_session)
@@ -221,16 +228,16 @@ def _trial_table(sessions: list[_Session], expdesign_path, trials_per_session: i
 
 
 def _evoked_blocks(s: _Session, n_vox: int):
-    """Yield the packed rows of one session's evoked betas, (≤ block, n_vox) float32 each."""
+    """Yield (source, trial numbers, (≤ block, n_vox) float32 betas) of the packed rows."""
     import h5py
 
     step = max(1, _BLOCK_BYTES // (4 * n_vox))
     with h5py.File(s.evoked_path, "r") as h5:
         ds = h5["betas"]
         for a in range(0, ds.shape[0], step):
-            wanted = s.rows[(s.rows >= a) & (s.rows < a + step)] - a
-            if wanted.size:
-                yield ds[a:a + step][wanted]
+            take = (s.rows >= a) & (s.rows < a + step)
+            if take.any():
+                yield str(s.evoked_path), s.trials[take], ds[a:a + step][s.rows[take] - a]
 
 
 def _ncsnr_vectors(ncsnr: dict, grid: MaskedGrid, subjects: set[int]):
@@ -255,16 +262,17 @@ def write_pack(out_path, *, grid: MaskedGrid, trials, rest_index, image_nsd_ids,
                validate: bool = True) -> Path:
     """Stream arrays into a new pack at ``out_path``: atomic, validated before the rename.
 
-    ``trials`` (TRIAL_COLUMNS, pack order), ``rest_index`` (subject, session) and
-    ``image_nsd_ids`` fix the sizes; then ``rest_vectors`` yields one (n_vox,)
-    z-map per rest_index row, ``image_blocks`` yields (start row, (b, S, S, 3)
-    uint8), ``beta_blocks`` yields (source name, (b, n_vox) betas) in trial
-    order. ``excluded``: (subject, session, trial) of left-out bad trials;
-    ``ncsnr``: (subjects, (n_subjects, n_vox) array) or None.
+    ``trials`` (TRIAL_COLUMNS, pack order), ``rest_index`` (subject, session
+    columns) and ``image_nsd_ids`` fix the sizes; then ``rest_vectors`` yields
+    one (n_vox,) z-map per rest_index row, ``image_blocks`` yields (start row,
+    (b, S, S, 3) uint8), ``beta_blocks`` yields (source name, trial numbers,
+    (b, n_vox) betas in % signal change) in pack order. ``excluded``: (subject,
+    session, trial) of left-out bad trials; ``ncsnr``: (subjects, (n_subjects,
+    n_vox) array) or None. All datasets are created at their final size first
+    (:class:`PackWriter`), so memory holds one block at a time.
     """
     import h5py
 
-    import rest2visual
     from rest2visual.dataset.validate import validate_pack
 
     out_path = Path(out_path)
@@ -276,12 +284,11 @@ def write_pack(out_path, *, grid: MaskedGrid, trials, rest_index, image_nsd_ids,
                 writer.write_rest(row, vector)
             for start, block in image_blocks:
                 writer.write_images(start, block)
-            for source, block in beta_blocks:
-                writer.write_betas(block, source=source)
+            for source, trial_numbers, block in beta_blocks:
+                writer.write_betas(block, source, trial_numbers)
             if ncsnr is not None:
                 writer.write_ncsnr(*ncsnr)
-            writer.finish(np.asarray(excluded).reshape(-1, 3), config_hash=str(config_hash),
-                          rest2visual_version=rest2visual.__version__, template=template,
+            writer.finish(excluded, config_hash=config_hash, template=template,
                           mask_description=mask_description)
         problems = validate_pack(tmp) if validate else []
         if problems:
@@ -329,16 +336,12 @@ def pack_triplets(out_path, *, rest_maps: dict, evoked: dict, expdesign_path, st
                              what="PCC rest z-map in MNI")
             yield grid.to_vectors(np.asarray(img.dataobj, dtype=np.float32))
 
-    def beta_blocks():
-        for s in sessions:
-            for block in _evoked_blocks(s, grid.n_voxels):
-                yield str(s.evoked_path), block
-
     write_pack(
         out_path, grid=grid, trials=trials, rest_index=rest_index, image_nsd_ids=image_nsd_ids,
         image_size=image_size, rest_vectors=rest_vectors(),
         image_blocks=iter_resized_images(stimuli_path, image_nsd_ids, image_size),
-        beta_blocks=beta_blocks(), excluded=excluded,
+        beta_blocks=(b for s in sessions for b in _evoked_blocks(s, grid.n_voxels)),
+        excluded=excluded,
         ncsnr=_ncsnr_vectors(ncsnr, grid, set(rest_index["subject"])) if ncsnr else None,
         config_hash=config_hash, template=template, compression=compression,
         mask_description=f"{Path(mask_path).name}: {grid.n_voxels} in-mask voxels of {grid.shape}",
@@ -417,7 +420,8 @@ class Pack:
         return self.h5["ncsnr"][int(hit[0])] if hit.size else None
 
 
-_ENTITY = {"subject": re.compile(r"(?:^|_)sub-0*(\d+)"), "session": re.compile(r"(?:^|_)ses-0*(\d+)")}
+_ENTITY = {"subject": re.compile(r"(?:^|_)sub-0*(\d+)"),
+           "session": re.compile(r"(?:^|_)ses-0*(\d+)")}
 
 
 def entity(path, name: str) -> int:

@@ -41,7 +41,8 @@ def _check_table(h5, problems: list[str]) -> None:
     rest = {c: h5["rest_index"][c][()] for c in ("subject", "session")}
     n_img, n_rest = h5["images"].shape[0], h5["rest_maps"].shape[0]
     if ids.shape != (n_img,):
-        problems.append(f"/image_nsd_ids has shape {ids.shape}, expected ({n_img},) (rows of /images)")
+        problems.append(f"/image_nsd_ids has shape {ids.shape}, expected ({n_img},) "
+                        "(rows of /images)")
     elif np.any(np.diff(ids) <= 0):
         problems.append("/image_nsd_ids is not strictly increasing (duplicate or unsorted images)")
     if any(v.shape != (n_rest,) for v in rest.values()):
@@ -64,7 +65,8 @@ def _check_table(h5, problems: list[str]) -> None:
                  | (t["session"] != rest["session"][t["rest_row"]]))
         if wrong.any():
             problems.append(f"{int(wrong.sum())} trials' (subject, session) differ from "
-                            f"rest_index[rest_row], e.g. rows {np.flatnonzero(wrong)[:5].tolist()}")
+                            "rest_index[rest_row], e.g. rows "
+                            f"{np.flatnonzero(wrong)[:5].tolist()}")
     keys = np.stack([t[c] for c in TRIAL_KEY], axis=1)
     n_unique = len(np.unique(keys, axis=0)) if n else 0
     if n_unique != n:

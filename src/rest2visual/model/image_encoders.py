@@ -130,7 +130,8 @@ def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
 
 def _load_into(module: nn.Module, state: dict, path, allowed_missing: str = "") -> None:
     result = module.load_state_dict(state, strict=False)
-    missing = [k for k in result.missing_keys if not (allowed_missing and k.startswith(allowed_missing))]
+    missing = [k for k in result.missing_keys
+               if not (allowed_missing and k.startswith(allowed_missing))]
     if missing or result.unexpected_keys:
         raise ValueError(f"{path}: weights do not fit {type(module).__name__}: "
                          f"missing {missing[:5]}{'...' if len(missing) > 5 else ''}, "
@@ -159,7 +160,8 @@ def _open_clip(name: str, weights) -> ImageEncoder:
     try:
         import open_clip
     except ImportError as exc:
-        raise ImportError(f"image encoder {name!r} needs open_clip (pip install open_clip_torch)") from exc
+        raise ImportError(f"image encoder {name!r} needs open_clip "
+                          "(pip install open_clip_torch)") from exc
     if arch not in open_clip.list_models():
         raise ValueError(f"image encoder {name!r}: unknown OpenCLIP architecture {arch!r}; "
                          f"known: {', '.join(open_clip.list_models()[:20])}, ...")

@@ -218,9 +218,9 @@ def parameter_summary(model: Rest2Visual) -> str:
     parts = {"image encoder": model.image_encoder, "image projection": model.image_proj,
              "volume encoder–decoder": model.unet}
     total = count_parameters(model)
+    frozen = {"image encoder": model.freeze_image_encoder}
     text = ", ".join(f"{name} {count_parameters(m, trainable_only=False):,}"
-                     + (" (frozen)" if name == "image encoder" and model.freeze_image_encoder else "")
-                     for name, m in parts.items())
+                     + (" (frozen)" if frozen.get(name) else "") for name, m in parts.items())
     return f"Rest2Visual: {total:,} trainable parameters ({text})"
 
 
@@ -230,7 +230,8 @@ def model_config(model_cfg: dict | None) -> dict:
     cfg.update(model_cfg or {})
     unknown = set(cfg) - set(MODEL_DEFAULTS)
     if unknown:
-        raise ValueError(f"unknown model config keys {sorted(unknown)}; known: {sorted(MODEL_DEFAULTS)}")
+        raise ValueError(f"unknown model config keys {sorted(unknown)}; "
+                         f"known: {sorted(MODEL_DEFAULTS)}")
     cfg["widths"] = check_widths(cfg["widths"], cfg["groups"])
     cfg["groups"] = int(cfg["groups"])
     cfg["embed_dim"] = int(cfg["embed_dim"])

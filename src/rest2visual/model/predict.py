@@ -100,6 +100,25 @@ def predict_vectors(model: LoadedModel, rest_vecs, images=None, *, features=None
     return out
 
 
+ABLATIONS = ("noise_rest", "noise_image")
+
+
+def ablation_inputs(rest_vecs, images, *, ablation: str, seed: int = 0):
+    """The paper's noise ablations: (rest_vecs, images) with one input replaced by noise.
+
+    ``noise_rest``: each rest map becomes Gaussian noise with the z-map's
+    statistics (mean 0, sd 1 over the mask); ``noise_image``: each image becomes
+    uniform random uint8 pixels. Shapes as in :func:`predict_vectors`.
+    """
+    rng = np.random.default_rng(seed)
+    rest_vecs, images = np.asarray(rest_vecs, dtype=np.float32), np.asarray(images)
+    if ablation == "noise_rest":
+        return rng.standard_normal((len(images), rest_vecs.shape[-1]), dtype=np.float32), images
+    if ablation == "noise_image":
+        return rest_vecs, rng.integers(0, 256, images.shape, dtype=np.uint8)
+    raise ValueError(f"unknown ablation {ablation!r}; known: {', '.join(ABLATIONS)}")
+
+
 def load_image(path, image_size: int) -> np.ndarray:
     """An image file → (image_size, image_size, 3) uint8 RGB, centre-cropped and resized."""
     from PIL import Image, UnidentifiedImageError
@@ -182,7 +201,8 @@ def _parser() -> argparse.ArgumentParser:
     rest = p.add_mutually_exclusive_group(required=True)
     rest.add_argument("--rest", help="rest PCC z-map NIfTI (3D, MNI)")
     rest.add_argument("--rest-run", nargs="+", help="4D rest runs on the model's MNI grid")
-    p.add_argument("--confounds", nargs="+", help="motion TSV per --rest-run (rest.confounds: motion)")
+    p.add_argument("--confounds", nargs="+",
+                   help="motion TSV per --rest-run (when the model's rest.confounds is motion)")
     p.add_argument("--resample", action="store_true", help="resample a rest map on another grid")
     imgs = p.add_mutually_exclusive_group(required=True)
     imgs.add_argument("--image", nargs="+", help="image files (PNG/JPEG)")
@@ -214,7 +234,8 @@ def main(argv: list[str] | None = None) -> int:
     else:
         out_dir = Path(args.out_dir)
         for f, vec in zip(files, pred):
-            save_nifti(model.grid.to_nifti(vec), out_dir / f"{f.stem}_space-MNI152_desc-predicted_beta.nii.gz")
+            name = f"{f.stem}_space-MNI152_desc-predicted_beta.nii.gz"
+            save_nifti(model.grid.to_nifti(vec), out_dir / name)
         print(f"wrote {len(files)} predictions to {out_dir}")
     return 0
 

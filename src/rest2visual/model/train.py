@@ -65,7 +65,8 @@ def full_config(cfg: dict) -> dict:
     train.update(cfg.get("train") or {})
     unknown = set(train) - set(TRAIN_DEFAULTS)
     if unknown:
-        raise ValueError(f"unknown train config keys {sorted(unknown)}; known: {sorted(TRAIN_DEFAULTS)}")
+        raise ValueError(f"unknown train config keys {sorted(unknown)}; "
+                         f"known: {sorted(TRAIN_DEFAULTS)}")
     cfg["train"] = train
     return cfg
 
@@ -120,7 +121,8 @@ class _Trainer:
     """State of one training run (one process); :func:`train` drives it."""
 
     def __init__(self, pack_path, split_csv, out_dir, cfg, embeddings_path, ctx: DistContext):
-        from rest2visual.dataset.loader import TripletDataset, VolumeScatter, make_loader, split_rows
+        from rest2visual.dataset.loader import (TripletDataset, VolumeScatter, make_loader,
+                                                split_rows)
 
         self.ctx, self.cfg, self.out_dir = ctx, cfg, Path(out_dir)
         tcfg = cfg["train"]
@@ -129,7 +131,8 @@ class _Trainer:
         if embeddings_path is not None:
             if not cfg["model"]["freeze_image_encoder"]:
                 raise ValueError(f"{embeddings_path}: cached embeddings need a frozen encoder "
-                                 "(model.freeze_image_encoder: true); a trained encoder sees images")
+                                 "(model.freeze_image_encoder: true); a trained encoder "
+                                 "sees the images")
             check_embeddings(embeddings_path, cfg["model"])
         train_rows = split_rows(pack_path, split_csv, "train")
         val_rows = split_rows(pack_path, split_csv, "val")
@@ -218,13 +221,14 @@ class _Trainer:
     def validate(self) -> tuple[float, float]:
         """(val MSE over all in-mask voxels, mean per-sample Pearson) over all ranks."""
         self.model.eval()
+        # sums over this rank's samples: squared error, voxels, Pearson, samples
         acc = torch.zeros(4, dtype=torch.float64, device=self.ctx.device)
         for batch in self.val_loader:
             pred, beta = self._forward(self.model, batch)
-            acc += torch.stack([((pred - beta) ** 2).sum().double(),
-                                torch.tensor(float(beta.numel()), dtype=torch.float64, device=beta.device),
-                                pearson_rows(pred, beta).sum().double(),
-                                torch.tensor(float(len(beta)), dtype=torch.float64, device=beta.device)])
+            acc[0] += ((pred - beta) ** 2).sum().double()
+            acc[1] += beta.numel()
+            acc[2] += pearson_rows(pred, beta).sum().double()
+            acc[3] += len(beta)
         acc = all_reduce_sum(acc, self.ctx)
         return float(acc[0] / acc[1]), float(acc[2] / acc[3])
 
@@ -250,7 +254,8 @@ class _Trainer:
             changed.append(f"processes ({state['world_size']} → {self.ctx.world_size})")
         if changed or state["steps_per_epoch"] != self.steps_per_epoch:
             raise ValueError(f"{path}: cannot resume, the run differs from the checkpoint in "
-                             f"{changed or ['the number of train rows']}; delete {path} to start over")
+                             f"{changed or ['the number of train rows']}; "
+                             f"delete {path} to start over")
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
@@ -337,7 +342,8 @@ def train(pack_path, split_csv, out_dir, cfg: dict, *, embeddings_path=None,
             val_loss, val_r = run.validate()
             row = {"epoch": epoch + 1, "step": run.step,
                    "train_loss": run.loss_sum / max(run.loss_count, 1), "val_loss": val_loss,
-                   "val_pearson": val_r, "samples_per_s": rate, "lr": run.scheduler.get_last_lr()[0]}
+                   "val_pearson": val_r, "samples_per_s": rate,
+                   "lr": run.scheduler.get_last_lr()[0]}
             run.history.append(row)
             run.loss_sum, run.loss_count = 0.0, 0
             improved = val_r > run.best["val_pearson"]
@@ -371,7 +377,8 @@ def train(pack_path, split_csv, out_dir, cfg: dict, *, embeddings_path=None,
 
 def write_final_model(out_dir: Path, run: _Trainer) -> Path:
     """model.pt: the best epoch's weights + config + grid, written last and atomically."""
-    best = load_checkpoint(out_dir / "best.pt" if (out_dir / "best.pt").exists() else out_dir / "last.pt")
+    best_path = out_dir / "best.pt"
+    best = load_checkpoint(best_path if best_path.exists() else out_dir / "last.pt")
     return save_model_file(out_dir / "model.pt", best["model"], run.cfg, mask=run.mask,
                            affine=run.affine, image_size=run.image_size, metrics=run.best)
 

@@ -91,11 +91,13 @@ def write_evoked_betas(betas_path, resampler, grid: MaskedGrid, out_path, *, sub
 
 def main(argv: list[str] | None = None) -> int:
     """``rest2visual evoked``: one session's betas → MNI brain-masked % signal change (HDF5)."""
-    from rest2visual.preprocess.resample import MniResampler
+    from rest2visual.preprocess.resample import resampler_for
+    from rest2visual.preprocess.template import Grid
 
     p = argparse.ArgumentParser(prog="rest2visual evoked", description=main.__doc__)
     p.add_argument("--betas", required=True, help="NSD betas_sessionNN.nii.gz (native)")
-    p.add_argument("--composite", required=True, help="composed func→MNI displacement field")
+    p.add_argument("--transform", required=True,
+                   help="the subject's func→MNI transform: ANTs composed field or NSD coordinate map")
     p.add_argument("--mask", required=True, help="MNI brain mask NIfTI (defines the grid)")
     p.add_argument("--subject", type=int, required=True)
     p.add_argument("--session", type=int, required=True)
@@ -105,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
 
     grid = MaskedGrid.from_img(load_nifti(args.mask, ndim=3, what="MNI brain mask"))
     native = load_nifti(args.betas, ndim=4, finite=False, what="NSD trial betas")
-    resampler = MniResampler.from_composite(args.composite, native)
+    resampler = resampler_for(args.transform, native, Grid(grid.shape, grid.affine))
     bad = write_evoked_betas(args.betas, resampler, grid, args.out, subject=args.subject,
                              session=args.session, trials_per_session=args.trials)
     if len(bad):

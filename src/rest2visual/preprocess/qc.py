@@ -72,6 +72,7 @@ def plot_registration_qc(warped_img, template_img, path, *, title: str | None = 
     import matplotlib.pyplot as plt
 
     from rest2visual.atomic import save_figure
+    from rest2visual.preprocess.resample import image_name
 
     if warped_img.ndim != 3 or template_img.ndim != 3:
         raise InputError(f"QC needs 3D images, found {warped_img.shape} and "
@@ -79,8 +80,7 @@ def plot_registration_qc(warped_img, template_img, path, *, title: str | None = 
     if warped_img.shape != template_img.shape:
         raise InputError(f"QC: image shape {warped_img.shape} differs from the template's "
                          f"{template_img.shape}")
-    check_affine(warped_img.affine, template_img.affine,
-                 warped_img.get_filename() or "QC image")
+    check_affine(warped_img.affine, template_img.affine, image_name(warped_img))
     image = np.asarray(warped_img.dataobj, dtype=np.float32)
     template = np.asarray(template_img.dataobj, dtype=np.float32)
     mask = None if mask_img is None else np.asarray(mask_img.dataobj) > 0

@@ -41,7 +41,8 @@ import numpy as np
 from rest2visual.atomic import atomic_path, save_nifti
 from rest2visual.checks import InputError, check_affine, check_finite
 from rest2visual.preprocess.qc import template_correlation
-from rest2visual.preprocess.resample import LPS, MniResampler, warp_to_mni
+from rest2visual.preprocess.resample import (LPS, MniResampler, image_name, sidecar_path,
+                                             warp_to_mni)
 
 #: ``registration.metric`` values antspyx accepts for both the affine and SyN stages
 METRICS = ("mattes", "meansquares", "GC", "CC", "demons")
@@ -86,7 +87,7 @@ def registration_outputs(out_dir, prefix: str, resolution_mm: float) -> Registra
         warp=out_dir / f"{fwd}_desc-warp_xfm.nii.gz",
         inverse_warp=out_dir / f"{prefix}_from-MNI152_to-func_res-{res}_desc-warp_xfm.nii.gz",
         composite=composite,
-        sidecar=composite.with_name(composite.name.replace(".nii.gz", ".json")),
+        sidecar=sidecar_path(composite),
         warped_anatomy=out_dir / f"{prefix}_space-MNI152_res-{res}_T1w.nii.gz",
     )
 
@@ -103,7 +104,7 @@ def to_ants(img, what: str = "image"):
     spacing = np.linalg.norm(affine[:3, :3], axis=0)
     rotation = affine[:3, :3] / spacing
     if not np.allclose(rotation.T @ rotation, np.eye(3), atol=1e-4):
-        raise InputError(f"{_name(img)}: {what} has a sheared affine, which ITK cannot "
+        raise InputError(f"{image_name(img)}: {what} has a sheared affine, which ITK cannot "
                          f"represent:\n{np.array2string(affine, precision=4)}")
     data = np.asarray(img.dataobj, dtype=np.float32)
     direction, origin = LPS @ rotation, LPS @ affine[:3, 3]
@@ -117,9 +118,17 @@ def to_ants(img, what: str = "image"):
                            direction=direction)
 
 
-def _name(img) -> str:
-    name = img.get_filename() if hasattr(img, "get_filename") else None
-    return str(name) if name else f"in-memory image {tuple(img.shape)}"
+def ants_seed(seed: int | None) -> int | None:
+    """antsRegistration's ``--random-seed`` for our ``seed`` (≥ 0): ``seed + 1``.
+
+    ANTs treats 0 as "seed from the clock", so the config's ``seed: 0`` would not
+    be reproducible if passed through. None keeps ANTs' clock seeding.
+    """
+    if seed is None:
+        return None
+    if int(seed) < 0:
+        raise InputError(f"registration seed {seed}: expected an integer ≥ 0")
+    return int(seed) + 1
 
 
 @contextlib.contextmanager
@@ -132,7 +141,7 @@ def _ants_random_seed(seed: int | None):
     from ants import config as ants_config
 
     before = (ants_config._deterministic, ants_config._random_seed)
-    ants_config.set_ants_deterministic(on=False, seed_value=seed)
+    ants_config.set_ants_deterministic(on=False, seed_value=ants_seed(seed))
     try:
         yield
     finally:
@@ -141,26 +150,28 @@ def _ants_random_seed(seed: int | None):
 
 def _check_inputs(anat_img, template_img, moving_mask_img, template_mask_img) -> None:
     if anat_img.ndim != 3:
-        raise InputError(f"{_name(anat_img)}: expected a 3D anatomy, found shape {anat_img.shape}")
+        raise InputError(f"{image_name(anat_img)}: expected a 3D anatomy, "
+                         f"found shape {anat_img.shape}")
     if template_img.ndim != 3:
-        raise InputError(f"{_name(template_img)}: expected a 3D template, "
+        raise InputError(f"{image_name(template_img)}: expected a 3D template, "
                          f"found shape {template_img.shape}")
     for img, what in ((anat_img, "anatomy"), (template_img, "template")):
         data = np.asarray(img.dataobj)
-        check_finite(data, _name(img))
+        check_finite(data, image_name(img))
         if float(np.ptp(data)) == 0.0:
-            raise InputError(f"{_name(img)}: the {what} is constant ({data.flat[0]}); "
+            raise InputError(f"{image_name(img)}: the {what} is constant ({data.flat[0]}); "
                              "nothing to register")
     for mask, ref, what in ((moving_mask_img, anat_img, "native brain mask"),
                             (template_mask_img, template_img, "template brain mask")):
         if mask is None:
             continue
         if tuple(mask.shape) != tuple(ref.shape):
-            raise InputError(f"{_name(mask)}: {what} has shape {mask.shape}, expected "
-                             f"{ref.shape} like {_name(ref)}")
-        check_affine(mask.affine, ref.affine, f"{_name(mask)} ({what} vs {_name(ref)})")
+            raise InputError(f"{image_name(mask)}: {what} has shape {mask.shape}, expected "
+                             f"{ref.shape} like {image_name(ref)}")
+        check_affine(mask.affine, ref.affine,
+                     f"{image_name(mask)} ({what} vs {image_name(ref)})")
         if not np.any(np.asarray(mask.dataobj)):
-            raise InputError(f"{_name(mask)}: {what} is empty")
+            raise InputError(f"{image_name(mask)}: {what} is empty")
 
 
 def _copy_atomic(src, dst) -> None:
@@ -202,8 +213,10 @@ def register_to_mni(anat_img, template_img, *, out_dir, prefix: str,
     type_of_transform : any antspyx type (``SyN``, ``SyNRA``, ``Affine``, ...).
     metric : similarity for the affine and SyN stages (one of :data:`METRICS`).
     iterations : SyN iterations per level, coarse → fine (``reg_iterations``).
-    seed : ``--random-seed`` of antsRegistration (metric sampling), for
-        reproducibility; None leaves ANTs' default.
+    seed : seeds antsRegistration's metric sampling (as ``--random-seed seed+1``,
+        see :func:`ants_seed`); None seeds from the clock. Runs are bitwise
+        reproducible with a seed and one ITK thread (``main``'s ``--threads 1``);
+        with more threads, float summation order still varies (≲ 0.3 mm).
     moving_mask_img : native brain mask; the anatomy is multiplied by it first,
         because the template is skull-stripped and skull would pull the match.
     template_mask_img : optional MNI mask restricting the SyN metric.
@@ -217,6 +230,7 @@ def register_to_mni(anat_img, template_img, *, out_dir, prefix: str,
     _check_inputs(anat_img, template_img, moving_mask_img, template_mask_img)
     if metric not in METRICS:
         raise InputError(f"registration metric {metric!r}: expected one of {METRICS}")
+    ants_seed(seed)  # validates before any work
     iterations = tuple(int(i) for i in iterations)
     if not iterations or min(iterations) < 0:
         raise InputError(f"registration iterations {iterations}: expected non-negative counts")
@@ -243,7 +257,7 @@ def register_to_mni(anat_img, template_img, *, out_dir, prefix: str,
                                         outprefix=str(tmp / "reg_"), aff_metric=metric,
                                         syn_metric=metric, reg_iterations=iterations, **extra)
         except (ValueError, RuntimeError) as exc:
-            raise InputError(f"{_name(anat_img)}: ANTs registration ({type_of_transform}, "
+            raise InputError(f"{image_name(anat_img)}: ANTs registration ({type_of_transform}, "
                              f"{metric}) failed: {exc}") from exc
         fwd = list(reg["fwdtransforms"])
         inv = list(reg["invtransforms"])
@@ -271,8 +285,9 @@ def register_to_mni(anat_img, template_img, *, out_dir, prefix: str,
         "metric": metric,
         "iterations": list(iterations),
         "seed": seed,
+        "ants_random_seed": ants_seed(seed),
         "antspyx": getattr(ants, "__version__", "unknown"),
-        "moving": _name(anat_img),
+        "moving": image_name(anat_img),
         "native_grid": {"shape": list(anat_img.shape[:3]),
                         "affine": np.asarray(anat_img.affine, dtype=float).tolist()},
         "target_grid": {"shape": list(template_img.shape[:3]),
@@ -301,7 +316,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--iterations", type=int, nargs="+", default=[40, 20, 0])
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=None,
-                   help="ITK threads (default: all cores); set before ANTs starts")
+                   help="ITK threads (default: all cores); 1 makes runs bitwise reproducible")
     p.add_argument("--qc", default=None, help="write the QC figure here (PNG)")
     return p
 

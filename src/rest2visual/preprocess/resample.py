@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 from pathlib import Path
 from typing import Iterator
 
@@ -39,7 +38,7 @@ LPS = np.diag([-1.0, -1.0, 1.0])
 DEFAULT_CHUNK = 16
 
 
-def _describe(img) -> str:
+def image_name(img) -> str:
     """A file name for error messages, or a description of an in-memory image."""
     name = img.get_filename() if hasattr(img, "get_filename") else None
     return str(name) if name else f"in-memory image {tuple(img.shape)}"
@@ -209,10 +208,10 @@ class MniResampler:
         shape, affine = _grid_of(img)
         if shape != self.native_shape:
             raise InputError(
-                f"{_describe(img)}: {what} has grid shape {shape}, but the registration "
+                f"{image_name(img)}: {what} has grid shape {shape}, but the registration "
                 f"({self.source}) maps the native grid {self.native_shape}")
         try:
-            check_affine(affine, self.native_affine, _describe(img))
+            check_affine(affine, self.native_affine, image_name(img))
         except InputError as exc:
             raise InputError(f"{exc}\n(expected the native grid of the registration "
                              f"{self.source})") from None
@@ -238,7 +237,7 @@ class MniResampler:
         """
         shape = tuple(img4d.shape)
         if len(shape) != 4 or shape[:3] != self.native_shape:
-            raise InputError(f"{_describe(img4d) if hasattr(img4d, 'affine') else 'array'}: "
+            raise InputError(f"{image_name(img4d) if hasattr(img4d, 'affine') else 'array'}: "
                              f"expected a 4D series on the native grid {self.native_shape}, "
                              f"found shape {shape}")
         if chunk < 1:
@@ -279,7 +278,8 @@ def _volume_chunks(img4d, chunk: int) -> Iterator[tuple[int, np.ndarray]]:
         yield t0, np.asarray(data[..., t0:t0 + chunk], dtype=np.float32)
 
 
-def _sidecar_path(composite_path) -> Path:
+def sidecar_path(composite_path) -> Path:
+    """The JSON sidecar beside a transform file (``x.nii.gz`` → ``x.json``)."""
     name = Path(composite_path).name
     for suffix in (".nii.gz", ".nii"):
         if name.endswith(suffix):
@@ -289,20 +289,25 @@ def _sidecar_path(composite_path) -> Path:
 
 def _check_sidecar(composite_path, native_img) -> None:
     """Compare ``native_img``'s grid with the native grid the registration recorded."""
-    sidecar = _sidecar_path(composite_path)
+    sidecar = sidecar_path(composite_path)
     if not sidecar.is_file():
         return
-    meta = json.loads(sidecar.read_text())
+    try:
+        meta = json.loads(sidecar.read_text())
+    except json.JSONDecodeError as exc:
+        raise InputError(f"{sidecar}: registration sidecar is not valid JSON ({exc})") from exc
     grid = meta.get("native_grid")
     if not grid:
         return
     shape, affine = _grid_of(native_img)
     if shape != tuple(grid["shape"]) or not np.allclose(affine, grid["affine"], atol=1e-3):
+        def fmt(a):
+            return np.array2string(np.asarray(a), precision=3)
+
         raise InputError(
-            f"{_describe(native_img)}: grid (shape {shape}, affine\n{np.array2string(affine, precision=3)})"
-            f"\ndoes not match the native grid registered in {composite_path} "
-            f"(shape {tuple(grid['shape'])}, affine\n"
-            f"{np.array2string(np.asarray(grid['affine']), precision=3)}; recorded in {sidecar})")
+            f"{image_name(native_img)}: grid (shape {shape}, affine\n{fmt(affine)})\n"
+            f"does not match the native grid registered in {composite_path} (shape "
+            f"{tuple(grid['shape'])}, affine\n{fmt(grid['affine'])}; recorded in {sidecar})")
 
 
 def warp_to_mni(native_img, resampler: MniResampler, *, mask_img=None, order: int = 1,
@@ -320,16 +325,16 @@ def warp_to_mni(native_img, resampler: MniResampler, *, mask_img=None, order: in
     mask = None
     if mask_img is not None:
         if tuple(mask_img.shape[:3]) != resampler.target_shape or mask_img.ndim != 3:
-            raise InputError(f"{_describe(mask_img)}: mask shape {mask_img.shape} is not the "
+            raise InputError(f"{image_name(mask_img)}: mask shape {mask_img.shape} is not the "
                              f"3D target grid {resampler.target_shape}")
-        check_affine(mask_img.affine, resampler.target_affine, _describe(mask_img))
+        check_affine(mask_img.affine, resampler.target_affine, image_name(mask_img))
         mask = np.asarray(mask_img.dataobj) > 0
     if native_img.ndim == 3:
         data = resampler.volume(np.asarray(native_img.dataobj, dtype=np.float32), order, mask)
     elif native_img.ndim == 4:
         data = resampler.series(native_img, order=order, chunk=chunk, mask=mask)
     else:
-        raise InputError(f"{_describe(native_img)}: expected a 3D or 4D image, "
+        raise InputError(f"{image_name(native_img)}: expected a 3D or 4D image, "
                          f"found shape {native_img.shape}")
     out = nib.Nifti1Image(data, resampler.target_affine)
     if data.ndim == 4:
@@ -389,15 +394,12 @@ def main(argv: list[str] | None = None) -> int:
 
     args = _parser().parse_args(argv)
     native = load_nifti(args.inp, finite=False, what="native image")
-    if args.composite:
-        resampler = MniResampler.from_composite(args.composite, native)
-    else:
-        if args.resolution is None:
-            raise InputError("--nsd-coords needs --resolution (MNI grid, mm)")
-        from rest2visual.preprocess.template import mni_grid
+    if args.nsd_coords and args.resolution is None:
+        raise InputError("--nsd-coords needs --resolution (MNI grid, mm)")
+    from rest2visual.preprocess.template import mni_grid
 
-        resampler = MniResampler.from_nsd_coordinates(args.nsd_coords, native,
-                                                      mni_grid(args.resolution))
+    grid = mni_grid(args.resolution) if args.resolution else None
+    resampler = resampler_for(args.composite or args.nsd_coords, native, grid)
     mask = load_nifti(args.mask, ndim=3, what="MNI mask") if args.mask else None
     save_nifti(warp_to_mni(native, resampler, mask_img=mask, order=args.order,
                            chunk=args.chunk), args.out)

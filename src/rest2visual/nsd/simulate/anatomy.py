@@ -28,7 +28,7 @@ import numpy as np
 from scipy import ndimage
 
 from rest2visual.nsd.keys import FUNC1PT8MM_SHAPES
-from rest2visual.nsd.simulate.fields import grid_mm, mm_to_voxel, sample, stream
+from rest2visual.nsd.simulate.fields import grid_mm, sample, stream
 from rest2visual.preprocess.template import Grid, mni_grid
 
 NSD_VOXEL_MM = 1.8
@@ -121,23 +121,23 @@ class SubjectSpace:
         p_mm = np.asarray(p_mm, dtype=np.float64)
         c, a = self.warp_centres_mm, self.warp_amplitudes_mm
         out = np.empty_like(p_mm)
-        # elementwise, not BLAS: inner dimensions of 3 and K gain nothing from threads
         for s in range(0, len(p_mm), chunk):
             p = p_mm[s:s + chunk]
+            # squared distances elementwise: an inner dimension of 3 gains nothing from BLAS
             d2 = sum((p[:, k, None] - c[None, :, k]) ** 2 for k in range(3))
-            out[s:s + chunk] = np.einsum("nk,kj->nj", np.exp(d2 * (-0.5 / self.warp_sigma_mm**2)), a)
+            out[s:s + chunk] = np.exp(d2 * (-0.5 / self.warp_sigma_mm**2)) @ a
         return out
 
     def native_to_mni_mm(self, ijk: np.ndarray) -> np.ndarray:
         """True MNI mm (N, 3) of native voxel coordinates ``ijk`` (N, 3, 0-based)."""
-        p = np.asarray(ijk, dtype=np.float64) @ self.header_affine[:3, :3].T + self.header_affine[:3, 3]
+        hdr = self.header_affine
+        p = np.asarray(ijk, dtype=np.float64) @ hdr[:3, :3].T + hdr[:3, 3]
         return p @ self.linear_mm[:3, :3].T + self.linear_mm[:3, 3] + self.displacement(p)
 
     def mni_to_native(self, xyz_mm: np.ndarray, chunk: int = 1 << 18) -> np.ndarray:
         """Native voxel coordinates (N, 3, 0-based, continuous) of MNI mm points (N, 3)."""
         xyz_mm = np.asarray(xyz_mm, dtype=np.float64)
         inv_lin = np.linalg.inv(self.linear_mm)
-        inv_hdr = np.linalg.inv(self.header_affine)
         out = np.empty_like(xyz_mm)
         for s in range(0, len(xyz_mm), chunk):
             x = xyz_mm[s:s + chunk]
@@ -148,8 +148,12 @@ class SubjectSpace:
                 p = nxt
                 if done:
                     break
-            out[s:s + chunk] = p @ inv_hdr[:3, :3].T + inv_hdr[:3, 3]
+            out[s:s + chunk] = self._header_mm_to_voxel(p)
         return out
+
+    def _header_mm_to_voxel(self, p_mm: np.ndarray) -> np.ndarray:
+        inv_hdr = np.linalg.inv(self.header_affine)
+        return p_mm @ inv_hdr[:3, :3].T + inv_hdr[:3, 3]
 
     def voxel_mni_mm(self) -> np.ndarray:
         """True MNI mm of every native voxel: (X, Y, Z, 3) float64."""
@@ -228,8 +232,8 @@ def native_anatomy(space: SubjectSpace, voxel_mni_mm: np.ndarray, seed: int) -> 
     flat = voxel_mni_mm.reshape(-1, 3)
     values = sample(t1, affine, flat, mode="constant").reshape(space.shape)
     rng = stream(seed, "anatomy.t1", space.subject)
-    p = np.indices(space.shape, dtype=np.float64) - ((np.asarray(space.shape) - 1) / 2)[:, None, None, None]
-    p = p / (np.asarray(space.shape)[:, None, None, None] / 2)  # −1..1 across the field of view
+    half = (np.asarray(space.shape, dtype=np.float64) / 2)[:, None, None, None]
+    p = (np.indices(space.shape, dtype=np.float64) + 0.5 - half) / half  # −1..1 across the FOV
     coef = rng.normal(0, 0.06, 3)
     bias = np.exp(np.tensordot(coef, p, axes=1) + rng.normal(0, 0.04) * (p**2).sum(0))
     noisy = values * bias + rng.normal(0, 0.01, space.shape)
@@ -239,7 +243,8 @@ def native_anatomy(space: SubjectSpace, voxel_mni_mm: np.ndarray, seed: int) -> 
 def native_brain(space: SubjectSpace, voxel_mni_mm: np.ndarray) -> np.ndarray:
     """Native voxels inside the true brain (bool (X, Y, Z)): nilearn's mask, sampled."""
     _, mask, affine = _mni152_1mm()
-    return sample(mask, affine, voxel_mni_mm.reshape(-1, 3), mode="constant").reshape(space.shape) > 0.5
+    inside = sample(mask, affine, voxel_mni_mm.reshape(-1, 3), mode="constant")
+    return inside.reshape(space.shape) > 0.5
 
 
 def liberal_brainmask(brain: np.ndarray, voxel_mm: float) -> np.ndarray:
@@ -266,4 +271,4 @@ def func_to_mni_coordmap(space: SubjectSpace, grid: Grid,
 
 __all__ = ["SubjectSpace", "make_subject_space", "native_shape", "native_header_affine",
            "coordmap_grid", "native_anatomy", "native_brain", "liberal_brainmask",
-           "func_to_mni_coordmap", "mm_to_voxel", "FSL_1MM"]
+           "func_to_mni_coordmap", "FSL_1MM"]

@@ -20,7 +20,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--voxel-mm", type=float, default=4.0, help="native voxel size, mm (NSD: 1.8)")
     p.add_argument("--volumes", type=int, default=100, help="volumes per rest run (NSD: ~226)")
     p.add_argument("--images", type=int, default=200, help="images in imgBrick (NSD: 73000)")
-    p.add_argument("--shared", type=int, default=40, help="images shown to all subjects (NSD: 1000)")
+    p.add_argument("--shared", type=int, default=40,
+                   help="images shown to all subjects (NSD: 1000)")
     p.add_argument("--mni-mm", type=float, default=4.0, help="truth MNI grid resolution, mm")
     p.add_argument("--coordmap-mm", type=float, default=None,
                    help="grid of the func → MNI coordinate maps, mm (default: --mni-mm; "

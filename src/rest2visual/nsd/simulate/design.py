@@ -3,14 +3,16 @@
 As in NSD, the design spans 40 sessions of T trials; ``masterordering`` (one sequence
 for all subjects) indexes each subject's image list ``subjectim`` (8 × m, 73k ids,
 1-based), whose first ``n_shared`` columns are the shared images, identical for every
-subject; ``sharedix`` holds their sorted ids. Each list entry is shown 3 times (NSD)
-when the image pool is large enough (m = ⌈40·T / 3⌉ ≤ what the pool allows).
+subject; ``sharedix`` holds their sorted ids. A subject's list needs m = ⌈40·T / 3⌉
+images for each to be shown 3 times (NSD). Its other m − n_shared images are disjoint
+between subjects (NSD) when the pool of non-shared images is large enough for that,
+otherwise a random subset of the pool per subject (subjects then share some).
 
-Toy sizes cannot satisfy that: 40 sessions × 40 trials need 534 images per subject
-but the demo's pool has ~200. The simulation then keeps NSD's formulas and shapes and
-lets each list entry be shown ⌈40·T / m⌉ times instead (``showings_per_image`` in
-params.json), with every subject's list holding all non-shared images. The subjects'
-non-shared images are disjoint, as in NSD, only when the pool has room for that.
+Toy sizes cannot show every image at most 3 times: 40 sessions × 40 trials need 534
+images per subject, the demo's pool has ~200. The simulation then keeps NSD's formulas
+and shapes, lists every non-shared image for every subject and shows each list entry
+⌈40·T / m⌉ times (``design.showings_per_image`` in params.json), so ``repeat`` can
+exceed 2 and the stimulus table's ``subjectN_rep0..2`` hold the first three showings.
 
 Showings are spread over the experiment: R rounds of random permutations of the list,
 each showing jittered by up to a round's length, then the first 40·T taken.

@@ -40,7 +40,7 @@ NETWORKS = {
 }
 #: % signal change of each network's fluctuation at its peak
 AMPLITUDE_PCT = {"dmn": 2.0, "visual": 1.2, "sensorimotor": 1.5, "frontoparietal": 1.2}
-DMN_COUPLING = 0.5
+DMN_COUPLING = 0.3
 BLOB_SHIFT_MM = 3.0
 BAND_HZ = (0.01, 0.1)
 WHITE_NOISE_PCT = 1.0
@@ -53,7 +53,7 @@ def subject_blobs(subject: int, seed: int) -> dict[str, list[dict]]:
     rng = fields.stream(seed, "networks.topography", subject)
     out = {}
     for name, blobs in NETWORKS.items():
-        out[name] = [{"centre_mm": (np.asarray(c, float) + rng.normal(0, BLOB_SHIFT_MM, 3)).tolist(),
+        out[name] = [{"centre_mm": np.add(c, rng.normal(0, BLOB_SHIFT_MM, 3)).tolist(),
                       "sigma_mm": float(s * rng.uniform(0.9, 1.1)),
                       "weight": float(w * rng.uniform(0.8, 1.2))} for c, s, w in blobs]
     return out
@@ -68,7 +68,8 @@ def network_maps(grid: Grid, blobs: dict[str, list[dict]], brain_soft: np.ndarra
     xyz = fields.grid_mm(grid)
     maps = {}
     for name, parts in blobs.items():
-        m = sum(p["weight"] * fields.gaussian_blob(xyz, p["centre_mm"], p["sigma_mm"]) for p in parts)
+        m = sum(p["weight"] * fields.gaussian_blob(xyz, p["centre_mm"], p["sigma_mm"])
+                for p in parts)
         if name == "dmn":
             m = m - DMN_COUPLING * h * visual
         maps[name] = (m * brain_soft).astype(np.float32)
@@ -99,20 +100,28 @@ def motion_parameters(rng: np.random.Generator, n: int) -> np.ndarray:
 
 @dataclass
 class RestSetup:
-    """The subject's time-invariant rest quantities at its in-mask native voxels (N of them).
+    """The subject's time-invariant rest quantities at its N in-mask native voxels.
 
-    ``maps``: (networks, N) network loadings; ``baseline``: B (N,); ``gradient``: ∇B
-    (N, 3) per mm; ``lever``: p × ∇B (N, 3) with p the native header mm, so that a
-    rotation ω changes the signal by −ω · (p × ∇B); ``drift_loading``: (N,) spatial
-    variation of drift.
+    The model of the module docstring, linear in its time courses, as one product:
+    S = B + ``loadings`` @ regressors(t) + 0.01 · B · σ_w · ε, the regressors being
+    [A_n c_n(t) per network, drift(t), translation(t) (3, mm), rotation(t) (3, rad)].
+    ``loadings`` (N, networks + 7): 0.01·B·m_n, 0.01·B·drift loading, −∇B, −(p × ∇B)
+    with p the native header mm (a rotation ω changes the signal by −ω·(p × ∇B)).
     """
 
     names: tuple[str, ...]
-    maps: np.ndarray
     baseline: np.ndarray
-    gradient: np.ndarray
-    lever: np.ndarray
-    drift_loading: np.ndarray
+    loadings: np.ndarray
+
+    @classmethod
+    def build(cls, maps: dict[str, np.ndarray], baseline: np.ndarray, gradient: np.ndarray,
+              position_mm: np.ndarray, drift_loading: np.ndarray) -> "RestSetup":
+        """From network loadings (name → (N,)), B (N,), ∇B (N, 3) per mm, p (N, 3), (N,)."""
+        pct = 0.01 * baseline[:, None]
+        loadings = np.concatenate([pct * np.stack(list(maps.values()), axis=1),
+                                   pct * drift_loading[:, None], -gradient,
+                                   -np.cross(position_mm, gradient)], axis=1)
+        return cls(tuple(maps), baseline.astype(np.float32), loadings.astype(np.float32))
 
 
 def epi_baseline(anatomy: np.ndarray, brain: np.ndarray, voxel_mm: float) -> np.ndarray:
@@ -128,25 +137,19 @@ def rest_run(setup: RestSetup, volumes: int, tr_s: float, rng: np.random.Generat
 
     Returns (data int16 (N, T), time courses (networks, T) float64, motion (T, 6)).
     """
-    n_vox = setup.maps.shape[1]
     courses = np.stack([bandlimited(rng, volumes, tr_s) for _ in setup.names])
     amps = np.array([AMPLITUDE_PCT[n] for n in setup.names])[:, None]
     motion = motion_parameters(rng, volumes)
     t = np.linspace(-1, 1, volumes)
     drift = (rng.normal(0, 1) * t + rng.normal(0, 0.5) * (1.5 * t**2 - 0.5)) * DRIFT_PCT
+    regressors = np.concatenate([amps * courses, drift[None], motion.T]).astype(np.float32)
+    n_vox = setup.baseline.size
     out = np.empty((n_vox, volumes), np.int16)
-    loads = (amps * courses).astype(np.float32)
-    trans, rot = motion[:, :3].T.astype(np.float32), motion[:, 3:].T.astype(np.float32)
     for s in range(0, n_vox, chunk):
         sl = slice(s, min(s + chunk, n_vox))
-        pct = (np.einsum("nv,nt->vt", setup.maps[:, sl], loads)
-               + setup.drift_loading[sl, None] * drift[None].astype(np.float32)
-               + np.float32(WHITE_NOISE_PCT)
-               * rng.standard_normal((sl.stop - sl.start, volumes), dtype=np.float32))
-        signal = setup.baseline[sl, None] * (1 + np.float32(0.01) * pct)
-        # voxel displacement Δ = translation + ω × p (small angles) moves the image:
-        # δS = −∇B·Δ = −∇B·translation − ω·(p × ∇B)
-        signal -= (np.einsum("vk,kt->vt", setup.gradient[sl], trans)
-                   + np.einsum("vk,kt->vt", setup.lever[sl], rot))
+        base = setup.baseline[sl, None]
+        noise = rng.standard_normal((sl.stop - sl.start, volumes), dtype=np.float32)
+        white = np.float32(0.01 * WHITE_NOISE_PCT) * base * noise
+        signal = base + setup.loadings[sl] @ regressors + white
         out[sl] = np.clip(np.rint(signal), 0, 32767).astype(np.int16)
     return out, courses, motion

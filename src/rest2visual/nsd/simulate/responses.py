@@ -21,7 +21,7 @@ signal change) at MNI point x is
 
 **How the rest scan reveals g_s.** The same field h_s is part of the subject's
 default-mode network map: in visual cortex the DMN loading is ``−DMN_COUPLING · h_s``
-(``networks.network_maps``), i.e. where a subject's visual cortex is more
+(times the soft visual-cortex region; ``networks.network_maps``), i.e. where a subject's visual cortex is more
 anticorrelated with the DMN at rest, it responds more strongly to images. A PCC seed
 GLM therefore recovers −h_s in visual cortex, and the rest map carries information
 about that subject's response amplitudes that no image feature does.

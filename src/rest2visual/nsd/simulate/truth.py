@@ -73,7 +73,8 @@ def native_to_mni_mm(truth_root, subject: int) -> np.ndarray:
 
 
 def dmn_map(truth_root, subject: int):
-    """The subject's true default-mode network map (what a PCC seed GLM recovers), MNI grid."""
+    """The subject's true default-mode network map on the truth grid: what a PCC seed GLM
+    recovers up to scale and noise (it includes the gain coupling in visual cortex)."""
     return _load(subject_dir(truth_root, subject) / "dmn_map.nii.gz", "true DMN map")
 
 
@@ -108,15 +109,17 @@ def image_features(truth_root) -> pd.DataFrame:
 
 
 def trial_record(truth_root, subject: int, session: int) -> pd.DataFrame:
-    """What the generator showed in (subject, session): trial, nsd_id, list_index, shared, repeat."""
+    """What the generator showed in (subject, session).
+
+    Columns: trial, nsd_id, list_index, shared, repeat."""
     path = require_file(session_file(truth_root, subject, session, "trials.tsv"), "trial record")
     return pd.read_csv(path, sep="\t")
 
 
 def timecourses(truth_root, subject: int, session: int, run: int) -> pd.DataFrame:
     """The network time courses (unit variance, one column per network) of a rest run."""
-    path = require_file(session_file(truth_root, subject, session, f"run-{run:02d}_timecourses.tsv"),
-                        "rest time courses")
+    name = f"run-{run:02d}_timecourses.tsv"
+    path = require_file(session_file(truth_root, subject, session, name), "rest time courses")
     return pd.read_csv(path, sep="\t")
 
 

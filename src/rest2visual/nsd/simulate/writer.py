@@ -185,7 +185,8 @@ class _Lattice:
     brain_soft: np.ndarray
 
 
-def _nsdgeneral(lattice: _Lattice, positions_mm: np.ndarray, brain_native: np.ndarray) -> np.ndarray:
+def _nsdgeneral(lattice: _Lattice, positions_mm: np.ndarray,
+                brain_native: np.ndarray) -> np.ndarray:
     """NSD's nsdgeneral ROI in native space: −1 outside the brain, 1 within ~12 mm of V1–V5."""
     from scipy import ndimage
 
@@ -260,16 +261,12 @@ def _write_betas(nsd, subject, session, space, liberal, at_voxels, model, phi, s
 
 def _rest_setup(space, maps, t1, brain, liberal, at_voxels, seed) -> networks.RestSetup:
     baseline = networks.epi_baseline(t1, brain, space.voxel_mm)
-    gradient = np.stack(np.gradient(baseline, space.voxel_mm), axis=-1)
-    ijk = np.argwhere(liberal)
-    position = ijk @ space.header_affine[:3, :3].T + space.header_affine[:3, 3]
+    gradient = np.stack(np.gradient(baseline, space.voxel_mm), axis=-1)[liberal]
+    position = np.argwhere(liberal) @ space.header_affine[:3, :3].T + space.header_affine[:3, 3]
     rng = fields.stream(seed, "networks.drift_loading", space.subject)
     drift = 1.0 + 0.3 * rng.standard_normal() + 0.3 * np.tanh(position @ rng.normal(0, 0.02, 3))
-    return networks.RestSetup(
-        names=tuple(maps), maps=np.stack([at_voxels(m) for m in maps.values()]),
-        baseline=baseline[liberal], gradient=gradient[liberal].astype(np.float32),
-        lever=np.cross(position, gradient[liberal]).astype(np.float32),
-        drift_loading=drift.astype(np.float32))
+    return networks.RestSetup.build({name: at_voxels(m) for name, m in maps.items()},
+                                    baseline[liberal], gradient, position, drift)
 
 
 def _write_rest_run(nsd, truth_root, subject, session, run, space, liberal, rest, params) -> None:

@@ -1,0 +1,243 @@
+"""``rest2visual plan --configfile config/nsd.yaml``: what a configuration will cost.
+
+Before a cluster run: the jobs per rule (counted from the config, the way the rules
+expand it; ``tests/test_plan.py`` checks the counts against ``snakemake -n``), the NSD
+download size (:func:`rest2visual.nsd.keys.needed_keys` × NSD's approximate object
+sizes), the expected CPU and GPU hours (:mod:`rest2visual.resources`: expected wall
+time × threads, and GPU seconds × GPUs) and the peak disk footprint with ``temp()``
+honoured: the 4D MNI rest runs live only until their session's z-map is written, so at
+most the runs of the concurrently running jobs exist at once.
+
+The config is loaded as the Snakefile loads it: ``config/config.yaml`` updated by each
+``--configfile``, validated against ``workflow/schemas/config.schema.yaml`` with defaults
+filled in, then :func:`rest2visual.config.check_config`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import re
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from rest2visual import resources
+from rest2visual.nsd import keys as nsdkeys
+
+DEFAULT_CONFIG = "config/config.yaml"
+SCHEMA = "workflow/schemas/config.schema.yaml"
+#: concurrent SLURM jobs of profiles/slurm (its `jobs:`), for the temp() peak
+DEFAULT_JOBS = 100
+GB = 1e9
+#: bytes per stored value of the simulated NSD's gzip'd int16 series (measured: 314 MB
+#: for 421 M values at 1.8 mm, 40 MB for 50 M at 4 mm)
+SIMULATED_BYTES_PER_VALUE = 0.8
+#: registration outputs per MNI voxel: composite field + two warps + T1 (39 MB at 2 mm)
+REGISTRATION_BYTES_PER_VOXEL = 45
+#: gzip'd float32 z-map (0.9 MB at 2 mm) and its QC figure (0.1 MB)
+ZMAP_BYTES_PER_VOXEL, QC_PNG_BYTES = 1.0, 150e3
+#: one trained model's files: last.pt and best.pt with AdamW moments, model.pt weights
+#: (7 float32 copies of 12.5 M parameters at widths 32–256; ∝ widths[0]²)
+MODEL_BYTES = 7 * 4 * 12.5e6
+
+
+def load_workflow_config(configfiles=(), workflow_dir: str | Path = ".") -> dict:
+    """The workflow's config: defaults file ← each configfile, schema-validated, checked."""
+    import yaml
+    from snakemake.utils import update_config, validate
+
+    from rest2visual.config import check_config
+
+    root = Path(workflow_dir)
+    config = yaml.safe_load((root / DEFAULT_CONFIG).read_text()) or {}
+    for path in configfiles:
+        update_config(config, yaml.safe_load(Path(path).read_text()) or {})
+    validate(config, str(root / SCHEMA), set_default=True)
+    check_config(config)
+    return config
+
+
+def workflow_rules(workflow_dir: str | Path = ".") -> set[str]:
+    """Names of the rules defined in the Snakefile and workflow/rules/*.smk."""
+    root = Path(workflow_dir)
+    files = [root / "Snakefile", *sorted((root / "workflow" / "rules").glob("*.smk"))]
+    names = set()
+    for path in files:
+        names.update(re.findall(r"^\s*rule\s+(\w+)\s*:", path.read_text(), flags=re.M))
+    return names - {"all"}
+
+
+def protocols(config: dict) -> list[str]:
+    """Split protocols, one trained model each (as workflow/rules/common.smk names them)."""
+    return ["paper", "unseen-stimulus"] + [
+        f"unseen-subject_sub-{s:02d}" for s in config["splits"]["unseen_subjects"]]
+
+
+def job_counts(config: dict) -> dict[str, int]:
+    """Jobs per rule the config expands to (rules that depend on the source included only
+    when they run). ``train``: one model per split protocol."""
+    nsd = config["nsd"]
+    n_subjects = len(nsd["subjects"])
+    n_sessions = sum(len(nsdkeys.sessions_for(config, s)) for s in nsd["subjects"])
+    counts = {}
+    if nsd["source"] == "simulated":
+        counts["simulate_nsd"] = 1
+    elif nsd["source"] == "s3":
+        counts["download_nsd_key"] = len(nsdkeys.needed_keys(config))
+    counts.update({
+        "mni_template": 1,
+        "register_to_mni": n_subjects,
+        "rest_to_mni": n_sessions * len(nsdkeys.REST_RUNS),
+        "pcc_zmap": n_sessions,
+        "evoked_betas": n_sessions,
+        "ncsnr_to_mni": n_subjects,
+        "pack_triplets": 1,
+        "split_files": 1,
+        "train": len(protocols(config)),
+    })
+    return counts
+
+
+@dataclass(frozen=True)
+class RulePlan:
+    """One rule's line of the plan: jobs and the per-job request (the largest job's), the
+    expected core-hours (wall × threads) and GPU-hours summed over its jobs."""
+
+    rule: str
+    jobs: int
+    threads: int
+    mem_mb: int
+    runtime: int
+    core_hours: float
+    gpu_hours: float
+
+
+def _rule_jobs(config: dict, rule: str, n_jobs: int) -> list[tuple[int | None, int]]:
+    """(subject, jobs) pairs: per-subject rules split by subject, the rest as one."""
+    nsd = config["nsd"]
+    if rule in ("register_to_mni", "ncsnr_to_mni"):
+        return [(s, 1) for s in nsd["subjects"]]
+    if rule in ("rest_to_mni", "pcc_zmap", "evoked_betas"):
+        per = len(nsdkeys.REST_RUNS) if rule == "rest_to_mni" else 1
+        return [(s, per * len(nsdkeys.sessions_for(config, s))) for s in nsd["subjects"]]
+    if rule == "train":
+        # the unseen-subject models train without one subject each
+        unseen = config["splits"]["unseen_subjects"]
+        return [(None, n_jobs - len(unseen))] + [(s, 1) for s in unseen]
+    return [(None, n_jobs)]
+
+
+def rule_plans(config: dict) -> list[RulePlan]:
+    """The plan's lines, one per rule of :func:`job_counts`."""
+    plans = []
+    for rule, n in job_counts(config).items():
+        if rule not in resources.ESTIMATES:
+            # downloads run on the submit host (a localrule): network-bound, not estimated
+            plans.append(RulePlan(rule, n, 1, 0, 0, 0.0, 0.0))
+            continue
+        reqs = [(resources.estimate(config, rule, s), k) for s, k in _rule_jobs(config, rule, n)]
+        core_s = sum(k * (r.gpu_s if r.gpus else r.cpu_s / r.threads) * r.threads
+                     for r, k in reqs)
+        gpu_s = sum(k * r.gpu_s * r.gpus for r, k in reqs)
+        plans.append(RulePlan(rule, n, max(r.threads for r, _ in reqs),
+                              max(r.mem_mb for r, _ in reqs), max(r.runtime for r, _ in reqs),
+                              core_s / 3600, gpu_s / 3600))
+    return plans
+
+
+def download_bytes(config: dict) -> float:
+    """Bytes downloaded from S3 (0 for a local mirror, read in place, or the simulation)."""
+    if config["nsd"]["source"] != "s3":
+        return 0.0
+    return nsdkeys.estimated_bytes(nsdkeys.needed_keys(config))
+
+
+def disk_footprint(config: dict, jobs: int = DEFAULT_JOBS) -> dict[str, float]:
+    """Bytes on disk at the peak, by item; ``temp rest runs`` counts the 4D MNI runs alive
+    at once: two per running session group job, at most ``jobs`` of them."""
+    z = resources.sizes(config)
+    g, v, t = z.mni_voxels, z.brain_voxels, z.volumes
+    n_subjects = len(z.sessions)
+    items = {"NSD download": download_bytes(config)}
+    if config["nsd"]["source"] == "simulated":
+        values = sum(z.native_voxels[s] * (2 * t + z.trials) * len(ses)
+                     for s, ses in z.sessions.items())
+        items["simulated NSD"] = SIMULATED_BYTES_PER_VALUE * values
+    runs = z.n_sessions * len(nsdkeys.REST_RUNS)
+    items.update({
+        "registration": n_subjects * REGISTRATION_BYTES_PER_VOXEL * g,
+        "temp rest runs (peak)": min(runs, len(nsdkeys.REST_RUNS) * jobs) * 4 * g * t,
+        "rest z-maps": z.n_sessions * (ZMAP_BYTES_PER_VOXEL * g + QC_PNG_BYTES),
+        "evoked betas": z.n_sessions * 4 * z.trials * v,
+        "pack": (2 * z.n_trials_total * v + 4 * (z.n_sessions + n_subjects) * v
+                 + z.n_images * 3 * config["dataset"]["image_size"] ** 2),
+        "models": len(protocols(config)) * MODEL_BYTES
+        * (config["model"]["widths"][0] / 32) ** 2,
+    })
+    return items
+
+
+def _hours(h: float) -> str:
+    if h >= 100:
+        return f"{h:,.0f}"
+    return f"{h:.3g}" if h >= 0.01 else ("0" if h == 0 else "<0.01")
+
+
+def format_plan(config: dict, rules: set[str] | None = None, jobs: int = DEFAULT_JOBS) -> str:
+    """The plan as text: the rule table, download size, compute and disk totals.
+
+    Rules of :func:`job_counts` missing from ``rules`` (not in the workflow yet) are
+    listed apart with their estimates and left out of the totals.
+    """
+    plans = rule_plans(config)
+    present = [p for p in plans if rules is None or p.rule in rules]
+    absent = [p for p in plans if p not in present]
+    lines = [
+        "| rule | jobs | threads | mem_mb | time limit (min) | core-h | GPU-h |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for p in present:
+        if p.mem_mb:
+            lines.append(f"| {p.rule} | {p.jobs} | {p.threads} | {p.mem_mb} | {p.runtime} | "
+                         f"{_hours(p.core_hours)} | {_hours(p.gpu_hours)} |")
+        else:
+            lines.append(f"| {p.rule} | {p.jobs} | | | | (submit host) | |")
+    core, gpu = sum(p.core_hours for p in present), sum(p.gpu_hours for p in present)
+    lines.append(f"| **total** | {sum(p.jobs for p in present)} | | | | {_hours(core)} | "
+                 f"{_hours(gpu)} |")
+    disk = disk_footprint(config, jobs)
+    lines += ["", f"NSD download: {download_bytes(config) / GB:,.1f} GB "
+              f"({config['nsd']['source']}; NSD's approximate 1.8 mm object sizes)",
+              f"Compute: {_hours(core)} CPU core-hours, {_hours(gpu)} GPU-hours (expected, "
+              "before the requests' margins; GPU rate assumed, see rest2visual.resources)",
+              f"Peak disk: {sum(disk.values()) / GB:,.1f} GB with at most {jobs} "
+              "concurrent jobs (--jobs)"]
+    lines += [f"  {name:<24} {b / GB:>10,.2f} GB" for name, b in disk.items()]
+    for p in absent:
+        lines.append(f"Not in the workflow yet, left out of the totals: {p.rule} "
+                     f"({p.jobs} jobs, {_hours(p.core_hours)} core-h, "
+                     f"{_hours(p.gpu_hours)} GPU-h)")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``rest2visual plan [--configfile F ...]``: print jobs, download, compute and disk."""
+    p = argparse.ArgumentParser(prog="rest2visual plan", description=__doc__.split("\n\n")[0])
+    p.add_argument("--configfile", nargs="+", default=[],
+                   help="config files layered over config/config.yaml, as for snakemake")
+    p.add_argument("--workflow-dir", default=".",
+                   help="repository root holding config/ and workflow/ (default: .)")
+    p.add_argument("--jobs", type=int, default=DEFAULT_JOBS,
+                   help=f"concurrent jobs, for the temp() disk peak (default {DEFAULT_JOBS}, "
+                        "profiles/slurm)")
+    args = p.parse_args(argv)
+    if args.jobs < 1:
+        p.error("--jobs must be ≥ 1")
+    config = load_workflow_config(args.configfile, args.workflow_dir)
+    print(format_plan(config, workflow_rules(args.workflow_dir), jobs=args.jobs))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
