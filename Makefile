@@ -22,8 +22,8 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 demo: setup
-	$(BIN)/snakemake --profile profiles/default --cores $(CORES)
-	$(BIN)/snakemake --profile profiles/default --cores $(CORES) --report results/report.html
+	$(BIN)/snakemake --profile profiles/local --cores $(CORES)
+	$(BIN)/snakemake --profile profiles/local --cores $(CORES) --report results/report.html
 	@echo "Report: $(CURDIR)/results/report.html"
 
 test: setup

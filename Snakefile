@@ -7,7 +7,8 @@ from snakemake.utils import min_version, validate
 min_version("9.0")
 
 
-configfile: "config/config.yaml"
+# the demo config beside this Snakefile; --configfile layers a user config over it
+configfile: f"{workflow.basedir}/config/config.yaml"
 
 
 validate(config, "workflow/schemas/config.schema.yaml", set_default=True)
@@ -22,6 +23,7 @@ include: "workflow/rules/registration.smk"
 include: "workflow/rules/rest.smk"
 include: "workflow/rules/evoked.smk"
 include: "workflow/rules/dataset.smk"
+include: "workflow/rules/train.smk"
 
 
 rule all:

@@ -204,7 +204,7 @@ def main(argv=None) -> int:
         seconds = time_steps(step, repeat(data), steps, warmup, device)
         label = "bf16 autocast" if bf16 else "fp32"
         results[bf16] = seconds
-        line = (f"in-memory batch, {label}: {batch / seconds:.2f} samples/s "
+        line = (f"in-memory batch, {label}: {batch / seconds:.3g} samples/s "
                 f"({seconds * 1e3:.0f} ms/step), peak memory {peak_memory_gb(device):.1f} GiB, "
                 f"{flops / batch / 1e9:.0f} GFLOP/sample (fwd+bwd), {flops / seconds / 1e12:.3g} TFLOP/s")
         if cuda and bf16:

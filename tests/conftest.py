@@ -34,6 +34,7 @@ def toy_config(**overrides) -> dict:
         "simulate": {"voxel_mm": TOY["voxel_mm"], "volumes": TOY["volumes"],
                      "images": TOY["n_images"], "shared_images": TOY["n_shared"]},
         "mni": {"resolution_mm": TOY["mni_resolution_mm"]},
+        "splits": {"unseen_subjects": [], "n_test": 10},
     }
     for section, values in overrides.items():
         config.setdefault(section, {}).update(values)

@@ -3,6 +3,7 @@ figures and the ROI atlas."""
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 from pathlib import Path
 
@@ -221,6 +222,9 @@ def test_only_test_rows_are_scored(world, tmp_path):
                       ignore_index=True)
     pd.testing.assert_frame_equal(again.reset_index(drop=True), reference)
     assert seen and all(np.array_equal(rows, ev.test) for rows in seen)
+    capped = dataclasses.replace(ev, max_fit_rows=10)  # the ridge/decoder subset: train rows, seeded
+    assert len(capped.fit_rows) == 10 and np.isin(capped.fit_rows, ev.train).all()
+    assert np.all(np.diff(capped.fit_rows) > 0) and np.array_equal(ev.fit_rows, ev.train)
 
     test = run.split_rows(trials, world["split"], "test")
     bad = corrupted_copy(world["pack"], tmp_path / "test.h5", test[:3], seed=2)
@@ -355,7 +359,7 @@ def test_figures_render(world, tmp_path):
     args = ["--pack", str(world["pack"]), "--evaluation-dir", str(world["out"]), "--atlas", str(world["atlas"]),
             "--template", str(template), "--train-log", str(log), "--out-dir", str(tmp_path / "figures")]
     assert make.main(args) == 0
-    sizes = {"fig1": (13, 8.6), "fig3": (11, 4.2), "fig4": (14, 4.6), "fig5": (12, 6.2), "fig6": (9, 8.6),
+    sizes = {"fig1": (13, 8.6), "fig3": (11, 4.2), "fig4": (14, 4.6), "fig5": (12, 6.2), "fig6": (7.5, 10.4),
              "training": (10, 3.8)}
     for key, name in make.FIGURES.items():
         path = tmp_path / "figures" / name

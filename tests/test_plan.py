@@ -20,10 +20,11 @@ def nsd_config() -> dict:
     return plan.load_workflow_config([NSD_YAML], REPO)
 
 
-def layered(tmp_path, overrides: dict) -> dict:
+def layered(tmp_path, overrides: dict, base=()) -> dict:
+    """The demo config, then the files in ``base``, then ``overrides``."""
     path = tmp_path / "over.yaml"
     path.write_text(yaml.safe_dump(overrides))
-    return plan.load_workflow_config([path], REPO)
+    return plan.load_workflow_config([*base, path], REPO)
 
 
 def dry_run_counts(workdir, config: dict) -> dict[str, int]:
@@ -84,7 +85,8 @@ def test_config_is_layered_and_validated_like_the_snakefile(tmp_path):
 
 #: rule → (CPU s, peak RSS MiB) measured with /usr/bin/time -v (see rest2visual.resources)
 MEASURED_TOY = {"rest_to_mni": (0.9, 136), "pcc_zmap": (8.4, 264), "evoked_betas": (1.2, 121),
-                "ncsnr_to_mni": (0.9, 88), "register_to_mni": (8.3, 345)}
+                "ncsnr_to_mni": (0.9, 88), "register_to_mni": (8.3, 345),
+                "simulate_nsd": (9.0, 366), "pack_triplets": (6.1, 321)}
 MEASURED_PAPERLIKE = {"rest_to_mni": (9.7, 1078), "pcc_zmap": (8.8, 1281),
                       "evoked_betas": (12.9, 832), "ncsnr_to_mni": (1.8, 205),
                       "register_to_mni": (80.3, 646), "mni_template": (4.9, 334),
@@ -95,11 +97,13 @@ def measured_configs(tmp_path):
     toy = layered(tmp_path, {
         "nsd": {"subjects": [1], "sessions": [21], "trials_per_session": 30},
         "simulate": {"voxel_mm": 4.0, "volumes": 80, "images": 120, "shared_images": 20},
-        "mni": {"resolution_mm": 4}, "registration": {"iterations": [40, 20, 0]}})
+        "mni": {"resolution_mm": 4}, "registration": {"iterations": [40, 20, 0]},
+        "splits": {"unseen_subjects": []}})
     paperlike = layered(tmp_path, {
         "nsd": {"subjects": [1], "sessions": [21], "trials_per_session": 150},
         "simulate": {"voxel_mm": 1.8, "volumes": 226, "images": 136, "shared_images": 40},
-        "mni": {"resolution_mm": 2}, "registration": {"iterations": [100, 70, 40]}})
+        "mni": {"resolution_mm": 2}, "registration": {"iterations": [100, 70, 40]},
+        "splits": {"unseen_subjects": []}})
     return toy, paperlike
 
 
@@ -130,12 +134,16 @@ def test_estimates_grow_with_the_config_sizes(tmp_path):
 
 
 def test_train_is_a_gpu_job_unless_configured_for_cpu(tmp_path):
-    gpu = resources.estimate(nsd_config(), "train")
+    gpu = resources.estimate(nsd_config(), "train_model")
     assert gpu.gpus == 1 and gpu.gpu_s > 3600 and gpu.threads == 9       # 8 workers + 1
-    cpu = resources.estimate(layered(tmp_path, {"train": {"device": "cpu"}}), "train")
-    assert cpu.gpus == 0 and cpu.gpu_s == 0 and cpu.cpu_s > 0
-    two = resources.estimate(layered(tmp_path, {"train": {"gpus": 2, "device": "cuda"}}), "train")
-    assert two.gpus == 2
+    cpu = resources.estimate(layered(tmp_path, {"train": {"device": "cpu"}}, [NSD_YAML]),
+                             "train_model")
+    assert cpu.gpus == 0 and cpu.gpu_s == 0 and cpu.cpu_s > 1000 * gpu.gpu_s
+    two = resources.estimate(layered(tmp_path, {"train": {"gpus": 2}}, [NSD_YAML]),
+                             "train_model")
+    assert two.gpus == 2 and two.gpu_s == pytest.approx(gpu.gpu_s / 2)
+    # an unseen-subject model trains on the other subjects' trials only
+    assert resources.estimate(nsd_config(), "train_model", 1).gpu_s < gpu.gpu_s
 
 
 def test_unknown_rule_has_no_estimate():
@@ -157,7 +165,12 @@ def test_rule_resources_are_per_subject_and_grow_on_retry():
     assert resources.rule_threads(config, "register_to_mni") == 2
     # a rule without a sub wildcard gets the largest subject's request
     assert res["mem_mb"](SimpleNamespace(), 1) == res["mem_mb"](wc6, 1)
-    assert resources.rule_resources(config, "train")["gpu"] == 1
+    train = resources.rule_resources(config, "train_model")
+    assert train["gpu"] == 1
+    unseen = SimpleNamespace(protocol="unseen-subject_sub-05")
+    assert resources.wildcard_subject(unseen) == 5
+    assert resources.wildcard_subject(SimpleNamespace(protocol="paper")) is None
+    assert train["runtime"](unseen, 1) < train["runtime"](SimpleNamespace(protocol="paper"), 1)
 
 
 # --- downloads, disk, output --------------------------------------------------------

@@ -22,13 +22,19 @@ pytestmark = pytest.mark.workflow
 PROFILE = REPO / "profiles" / "slurm" / "config.yaml"
 RES = "4"
 #: the outputs built on SLURM and locally: the simulated NSD (its truth file stands for
-#: the rule) and the MNI template grid; the rules' own outputs are compared below
+#: the rule) and the MNI template grid; all outputs of both rules are compared. (A
+#: registration would add a dependent round of submission and status polling, ~40 s.)
 TARGETS = {
     "simulate_nsd": "resources/simulated-nsd/truth/params.json",
     "mni_template": f"results/templates/space-MNI152_res-{RES}_T1w.nii.gz",
 }
 SUBMITTED = re.compile(r"Job \d+ has been submitted with SLURM jobid (\d+) "
                        r"\(log: \S*/rule_(\w+)/\d+\.log\)")
+
+
+def slurm_toy_config(**overrides) -> dict:
+    """The toy config; the unseen-subject protocol off (its subjects must be the toy's)."""
+    return toy_config(splits={"unseen_subjects": []}, **overrides)
 
 
 @pytest.fixture(scope="module")
@@ -55,6 +61,21 @@ def slurm_env(slurm, monkeypatch):
     return slurm
 
 
+def test_missing_slurm_skips_only_where_packages_cannot_be_installed(monkeypatch):
+    import slurm_cluster
+
+    monkeypatch.setattr(slurm_cluster, "missing_binaries", lambda: ["slurmctld"])
+    monkeypatch.setattr(slurm_cluster.os, "geteuid", lambda: 1000)
+    with pytest.raises(SlurmUnavailable, match="needs root"):
+        ensure_slurm_installed()
+    monkeypatch.setattr(slurm_cluster.os, "geteuid", lambda: 0)
+    real_which = slurm_cluster._which
+    monkeypatch.setattr(slurm_cluster, "_which",
+                        lambda name: None if name == "apt-get" else real_which(name))
+    with pytest.raises(SlurmUnavailable, match="no apt-get"):
+        ensure_slurm_installed()
+
+
 def test_profile_options_exist_in_the_installed_plugin():
     """Every key of the profile is an option of snakemake with the SLURM plugin."""
     import subprocess
@@ -73,7 +94,7 @@ def test_profile_options_exist_in_the_installed_plugin():
 
 def test_profile_groups_each_session_into_one_slurm_job(tmp_path):
     """Dry run with the profile: one group job per (subject, session), four jobs each."""
-    proc = run_workflow(tmp_path / "dry", toy_config(), "--profile", str(PROFILE.parent),
+    proc = run_workflow(tmp_path / "dry", slurm_toy_config(), "--profile", str(PROFILE.parent),
                         "--dry-run")
     groups = re.findall(r"Group job (sub-\d\d_ses-\d\d) \(jobs in lexicogr. order\)", proc.stdout)
     assert sorted(set(groups)) == ["sub-01_ses-21", "sub-01_ses-22",
@@ -87,14 +108,14 @@ def test_toy_rules_run_through_sbatch_like_a_local_run(slurm_env, tmp_path):
     """simulate_nsd and mni_template as SLURM jobs: submitted by sbatch, same outputs."""
     profile = cluster_profile(tmp_path / "profile", slurm_env.partition)
     targets = list(TARGETS.values())
-    on_slurm = run_workflow(tmp_path / "slurm", toy_config(), "--profile", str(profile),
+    on_slurm = run_workflow(tmp_path / "slurm", slurm_toy_config(), "--profile", str(profile),
                             *targets, timeout=300)
     submitted = dict((rule, job) for job, rule in SUBMITTED.findall(on_slurm.stdout))
     assert set(submitted) == set(TARGETS), on_slurm.stdout[-4000:]
     states = {job: state for job, _, state in slurm_env.squeue()}
     assert all(states.get(job) == "COMPLETED" for job in submitted.values()), states
 
-    run_workflow(tmp_path / "local", toy_config(), *targets, timeout=300)
+    run_workflow(tmp_path / "local", slurm_toy_config(), *targets, timeout=300)
     compared = 0
     for rule_outputs in (_simulated_nsd_files(tmp_path / "local"),
                          [f"results/templates/space-MNI152_res-{RES}_T1w.nii.gz",
@@ -109,7 +130,7 @@ def test_failing_job_on_slurm_fails_the_run_and_prints_its_log(slurm_env, tmp_pa
     """A schema-valid config the simulator rejects at run time (more shared images than
     images): the SLURM job fails, Snakemake stops non-zero and prints the rule's log."""
     profile = cluster_profile(tmp_path / "profile", slurm_env.partition)
-    config = toy_config(simulate={"images": 20, "shared_images": 30})
+    config = slurm_toy_config(simulate={"images": 20, "shared_images": 30})
     proc = run_workflow(tmp_path / "run", config, "--profile", str(profile),
                         TARGETS["simulate_nsd"], check=False, timeout=300)
     out = proc.stdout
@@ -135,7 +156,8 @@ def cluster_profile(folder: Path, partition: str) -> Path:
     """
     profile = yaml.safe_load(PROFILE.read_text())
     profile["default-resources"]["slurm_partition"] = partition
-    profile["set-resources"]["train"]["slurm_partition"] = partition
+    for rule_resources in profile["set-resources"].values():
+        rule_resources["slurm_partition"] = partition
     profile.update({"jobs": 2, "slurm-status-command": "squeue",
                     "slurm-init-seconds-before-status-checks": 1, "slurm-no-account": True,
                     "retries": 0, "latency-wait": 5})

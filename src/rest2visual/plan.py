@@ -59,12 +59,13 @@ def load_workflow_config(configfiles=(), workflow_dir: str | Path = ".") -> dict
 
 
 def workflow_rules(workflow_dir: str | Path = ".") -> set[str]:
-    """Names of the rules defined in the Snakefile and workflow/rules/*.smk."""
+    """Names of the rules defined in the Snakefile and the rule files it includes."""
     root = Path(workflow_dir)
-    files = [root / "Snakefile", *sorted((root / "workflow" / "rules").glob("*.smk"))]
+    snakefile = (root / "Snakefile").read_text()
+    included = re.findall(r"^include:\s*[\"']([^\"']+)[\"']", snakefile, flags=re.M)
     names = set()
-    for path in files:
-        names.update(re.findall(r"^\s*rule\s+(\w+)\s*:", path.read_text(), flags=re.M))
+    for text in [snakefile, *((root / f).read_text() for f in included)]:
+        names.update(re.findall(r"^\s*rule\s+(\w+)\s*:", text, flags=re.M))
     return names - {"all"}
 
 
@@ -75,8 +76,9 @@ def protocols(config: dict) -> list[str]:
 
 
 def job_counts(config: dict) -> dict[str, int]:
-    """Jobs per rule the config expands to (rules that depend on the source included only
-    when they run). ``train``: one model per split protocol."""
+    """Jobs per rule the config expands to (rules that depend on the source or on a
+    frozen image encoder included only when they run): one model and one evaluation per
+    split protocol."""
     nsd = config["nsd"]
     n_subjects = len(nsd["subjects"])
     n_sessions = sum(len(nsdkeys.sessions_for(config, s)) for s in nsd["subjects"])
@@ -94,7 +96,15 @@ def job_counts(config: dict) -> dict[str, int]:
         "ncsnr_to_mni": n_subjects,
         "pack_triplets": 1,
         "split_files": 1,
-        "train": len(protocols(config)),
+    })
+    if config["model"]["freeze_image_encoder"]:
+        counts["embed_images"] = 1
+    counts.update({
+        "train_model": len(protocols(config)),
+        "roi_atlas": 1,
+        "evaluate_model": len(protocols(config)),
+        "tables": 1,
+        "figures": 1,
     })
     return counts
 
@@ -121,7 +131,7 @@ def _rule_jobs(config: dict, rule: str, n_jobs: int) -> list[tuple[int | None, i
     if rule in ("rest_to_mni", "pcc_zmap", "evoked_betas"):
         per = len(nsdkeys.REST_RUNS) if rule == "rest_to_mni" else 1
         return [(s, per * len(nsdkeys.sessions_for(config, s))) for s in nsd["subjects"]]
-    if rule == "train":
+    if rule == "train_model":
         # the unseen-subject models train without one subject each
         unseen = config["splits"]["unseen_subjects"]
         return [(None, n_jobs - len(unseen))] + [(s, 1) for s in unseen]
@@ -133,12 +143,11 @@ def rule_plans(config: dict) -> list[RulePlan]:
     plans = []
     for rule, n in job_counts(config).items():
         if rule not in resources.ESTIMATES:
-            # downloads run on the submit host (a localrule): network-bound, not estimated
-            plans.append(RulePlan(rule, n, 1, 0, 0, 0.0, 0.0))
+            # downloads (on the submit host, network-bound) and rules not measured yet
+            plans.append(RulePlan(rule, n, 0, 0, 0, 0.0, 0.0))
             continue
         reqs = [(resources.estimate(config, rule, s), k) for s, k in _rule_jobs(config, rule, n)]
-        core_s = sum(k * (r.gpu_s if r.gpus else r.cpu_s / r.threads) * r.threads
-                     for r, k in reqs)
+        core_s = sum(k * r.cpu_s for r, k in reqs)
         gpu_s = sum(k * r.gpu_s * r.gpus for r, k in reqs)
         plans.append(RulePlan(rule, n, max(r.threads for r, _ in reqs),
                               max(r.mem_mb for r, _ in reqs), max(r.runtime for r, _ in reqs),
@@ -202,7 +211,8 @@ def format_plan(config: dict, rules: set[str] | None = None, jobs: int = DEFAULT
             lines.append(f"| {p.rule} | {p.jobs} | {p.threads} | {p.mem_mb} | {p.runtime} | "
                          f"{_hours(p.core_hours)} | {_hours(p.gpu_hours)} |")
         else:
-            lines.append(f"| {p.rule} | {p.jobs} | | | | (submit host) | |")
+            what = "submit host" if p.rule == "download_nsd_key" else "not estimated"
+            lines.append(f"| {p.rule} | {p.jobs} | | | | ({what}) | |")
     core, gpu = sum(p.core_hours for p in present), sum(p.gpu_hours for p in present)
     lines.append(f"| **total** | {sum(p.jobs for p in present)} | | | | {_hours(core)} | "
                  f"{_hours(gpu)} |")
@@ -215,9 +225,10 @@ def format_plan(config: dict, rules: set[str] | None = None, jobs: int = DEFAULT
               "concurrent jobs (--jobs)"]
     lines += [f"  {name:<24} {b / GB:>10,.2f} GB" for name, b in disk.items()]
     for p in absent:
+        cost = (f"{_hours(p.core_hours)} core-h, {_hours(p.gpu_hours)} GPU-h" if p.mem_mb
+                else "not estimated")
         lines.append(f"Not in the workflow yet, left out of the totals: {p.rule} "
-                     f"({p.jobs} jobs, {_hours(p.core_hours)} core-h, "
-                     f"{_hours(p.gpu_hours)} GPU-h)")
+                     f"(jobs: {p.jobs}; {cost})")
     return "\n".join(lines)
 
 

@@ -11,37 +11,40 @@ a time on a shared 2-core x86 VM; wall times were 2–4× CPU under load, so CPU
 the basis) at two sizes of the simulated NSD — toy: MNI 4 mm, native 4 mm, T 80, K 30;
 paper-like: MNI 2 mm, native 1.8 mm (NSD's subj01 grid), T 226, K 150:
 
-=====================  ======================  =========================
-stage (CLI)            toy                     paper-like
-=====================  ======================  =========================
-simulate-nsd           14.9 s, 366 MiB (2×2)   54.5 s, 975 MiB (1 × 1)
-template               (4 mm: < 5 s)           4.9 s, 334 MiB
-register SyN           8.3 s, 345 MiB [40 20 0]  80.3 s, 646 MiB [100 70 40]
-warp-to-mni, one run   0.9 s, 136 MiB          9.7 s, 1078 MiB
-rest-map, two runs     8.4 s, 264 MiB          8.8 s, 1281 MiB
-evoked                 1.2 s, 121 MiB          12.9 s, 832 MiB
-warp-to-mni, ncsnr     0.9 s, 88 MiB           1.8 s, 205 MiB
-pack                   6.1 s, 321 MiB          14.7 s, 530 MiB
-=====================  ======================  =========================
+=====================  ========================  ============================
+stage (CLI)            toy                       paper-like
+=====================  ========================  ============================
+simulate-nsd           9.0 s, 366 MiB (1 × 1)    54.5 s, 975 MiB (1 × 1)
+template               —                         4.9 s, 334 MiB
+register, SyN          8.3 s, 345 MiB [40 20 0]  80.3 s, 646 MiB [100 70 40]
+warp-to-mni, one run   0.9 s, 136 MiB            9.7 s, 1078 MiB
+rest-map, two runs     8.4 s, 264 MiB            8.8 s, 1281 MiB
+evoked                 1.2 s, 121 MiB            12.9 s, 832 MiB
+warp-to-mni, ncsnr     0.9 s, 88 MiB             1.8 s, 205 MiB
+pack                   6.1 s, 321 MiB            14.7 s, 530 MiB
+=====================  ========================  ============================
 
-(pack: 30 trials and 29 images / 150 trials and 136 images at 224 px.) Every formula
-below fits these two points and is checked against them in ``tests/test_plan.py``;
-anything at NSD's full size (K = 750, 96 sessions, 72,000 trials, tens of thousands
-of images) is an extrapolation along the stated basis. Training was not measured on a
+(pack: 30 trials and 29 images / 150 trials and 136 images at 224 px; simulate-nsd
+with 2 subjects × 2 sessions at toy size: 14.9 s.) Each formula below is fitted to
+these points and ``tests/test_plan.py`` checks it against them; where a formula has as
+many constants as points (registration, pack), the fit is exact and the points do not
+validate it. Anything at NSD's full size (K = 750, 96 sessions, 72,000 trials, tens of
+thousands of images) is an extrapolation along the stated basis. Training was not measured on a
 GPU: its estimate is the network's counted FLOPs (torch's FlopCounterMode: 1.655 TFLOP
 per 2 mm sample forward + backward, 0.208 at 4 mm, widths 32–256) over an ASSUMED
 sustained GPU rate (:data:`GPU_TFLOPS`); on CPU over the measured 40 GFLOP/s per core.
 
 Requests add margins to the estimates: memory × :data:`MEM_SAFETY`, runtime ×
 :data:`RUNTIME_SAFETY` (slower nodes, shared file systems), with floors; a retried
-job (``attempt`` > 1, e.g. after an out-of-memory kill) asks for +50 % memory and
-double time per retry. Units: mem_mb in MiB (what ``sbatch --mem`` reads), runtime in
-minutes, CPU/GPU time in seconds.
+job (``attempt`` > 1, e.g. after an out-of-memory kill) asks for +50 % memory per
+retry and ``attempt`` × the time. Units: mem_mb in MiB (what ``sbatch --mem`` reads),
+runtime in minutes, CPU/GPU time in seconds.
 """
 
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, replace
 
 from rest2visual.nsd import keys as nsdkeys
@@ -215,7 +218,8 @@ def ncsnr_to_mni(config: dict, subject: int | None = None) -> Request:
     """Basis: one 3D warp: 0.8 s + 1 µs per MNI voxel (reading the field, building the
     interpolation matrix); memory as :func:`rest_to_mni` without the series."""
     z = sizes(config)
-    return _request(0.8 + 1e-6 * z.mni_voxels, 100 * MIB + 120 * z.mni_voxels + 20 * _native(z, subject))
+    return _request(0.8 + 1e-6 * z.mni_voxels,
+                    100 * MIB + 120 * z.mni_voxels + 20 * _native(z, subject))
 
 
 def pack_triplets(config: dict, subject: int | None = None) -> Request:
@@ -245,32 +249,35 @@ def train_samples_per_epoch(config: dict, subject: int | None = None) -> int:
     return max(int((total - held) * (1 - config["splits"]["val_fraction"])), 1)
 
 
-def train(config: dict, subject: int | None = None) -> Request:
+def train_model(config: dict, subject: int | None = None) -> Request:
     """Basis: counted FLOPs (1.83 MFLOP per MNI voxel per sample forward + backward at
-    widths from 32, × (widths[0] / 32)²) × samples per epoch × epochs, over
+    widths from 32, × (widths[0] / 32)²; counted 12.0 GFLOP against 13.3 predicted for
+    widths 8–32 at 4 mm) × samples per epoch × epochs, over
     ``train.gpus`` × :data:`GPU_TFLOPS` (ASSUMED) or, on CPU, the measured
-    :data:`CPU_GFLOPS_PER_THREAD` per thread. Threads: DataLoader workers + 1; host memory
-    an allowance of 4 GiB + 1 GiB per worker (not measured)."""
+    :data:`CPU_GFLOPS_PER_THREAD` per thread. Threads: DataLoader workers + 1, at least
+    2; host memory an allowance of 4 GiB + 1 GiB per worker (not measured). A GPU job
+    holds its CPUs for its whole run, so its CPU time is threads × GPU time."""
     z = sizes(config)
     t = config["train"]
     width = config["model"]["widths"][0]
     flops = (TRAIN_FLOP_PER_VOXEL * (width / 32) ** 2 * z.mni_voxels
              * train_samples_per_epoch(config, subject) * t["epochs"])
-    threads = t["num_workers"] + 1
+    threads = max(t["num_workers"] + 1, 2)
     mem = 4 * 2**30 + t["num_workers"] * 2**30
     if t["device"] == "cpu" or t["gpus"] == 0:
         return _request(flops / (CPU_GFLOPS_PER_THREAD * 1e9), mem, threads=threads)
     gpus = t["gpus"]
-    return _request(60.0 * threads, mem, threads=threads, gpus=gpus,
-                    gpu_s=flops / (gpus * GPU_TFLOPS * 1e12))
+    gpu_s = flops / (gpus * GPU_TFLOPS * 1e12)
+    return _request(threads * gpu_s, mem, threads=threads, gpus=gpus, gpu_s=gpu_s)
 
 
-#: rule name → estimate; rules not listed fall back to the profile's default-resources
+#: rule name → estimate. Not estimated (no measurement yet; their rules keep their own
+#: resources): embed_images, roi_atlas, evaluate_model, tables, figures
 ESTIMATES = {
     "simulate_nsd": simulate_nsd, "mni_template": mni_template,
     "register_to_mni": register_to_mni, "rest_to_mni": rest_to_mni, "pcc_zmap": pcc_zmap,
     "evoked_betas": evoked_betas, "ncsnr_to_mni": ncsnr_to_mni,
-    "pack_triplets": pack_triplets, "split_files": split_files, "train": train,
+    "pack_triplets": pack_triplets, "split_files": split_files, "train_model": train_model,
 }
 
 
@@ -293,13 +300,23 @@ def rule_threads(config: dict, rule: str) -> int:
     return estimate(config, rule).threads
 
 
+def wildcard_subject(wildcards) -> int | None:
+    """The subject a job is about: its ``sub`` wildcard, or the held-out subject of an
+    ``unseen-subject_sub-NN`` protocol; None for jobs about all subjects."""
+    sub = getattr(wildcards, "sub", None)
+    if sub is None:
+        match = re.fullmatch(r"unseen-subject_sub-(\d+)", str(getattr(wildcards, "protocol", "")))
+        sub = match.group(1) if match else None
+    return int(sub) if sub else None
+
+
 def rule_resources(config: dict, rule: str) -> dict:
     """The ``resources:`` of ``rule``: mem_mb and runtime as functions of (wildcards,
-    attempt), per subject where the rule has a ``sub`` wildcard, grown on retries."""
+    attempt), per subject (:func:`wildcard_subject`), grown on retries; ``gpu`` for GPU
+    jobs."""
 
     def request(wildcards, attempt) -> Request:
-        sub = getattr(wildcards, "sub", None)
-        return estimate(config, rule, int(sub) if sub else None).retry(attempt)
+        return estimate(config, rule, wildcard_subject(wildcards)).retry(attempt)
 
     def mem_mb(wildcards, attempt):
         return request(wildcards, attempt).mem_mb

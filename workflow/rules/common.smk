@@ -1,9 +1,11 @@
 # Shared helpers of the rules: the selected subjects/sessions, where each NSD key
 # lives for the configured source, and the names of every output (one helper).
 
+import json
 import re
 from pathlib import Path
 
+from rest2visual import resources as R
 from rest2visual.config import check_config, config_hash
 from rest2visual.nsd import keys as nsdkeys
 from rest2visual.paths import bids_path
@@ -18,6 +20,7 @@ SPACE, BETAS = NSD["space"], NSD["beta_version"]
 
 
 wildcard_constraints:
+    protocol=r"[a-z0-9_-]+",
     sub=r"\d\d",
     ses=r"\d\d",
     run=r"\d\d",
@@ -100,6 +103,22 @@ SPLITS = "results/splits"
 PROTOCOLS = ["paper", "unseen-stimulus"] + [
     f"unseen-subject_sub-{s:02d}" for s in config["splits"]["unseen_subjects"]
 ]
+
+
+MODEL_CFG, TRAIN_CFG = config["model"], config["train"]
+FROZEN = MODEL_CFG["freeze_image_encoder"]
+EMBEDDINGS = f"results/dataset/embeddings_{MODEL_CFG['image_encoder'].replace(':', '-')}.h5"
+
+
+def model_file(protocol):
+    return f"results/models/{protocol}/model.pt"
+
+
+def train_launcher(wc, threads):
+    """`rest2visual train`, under torchrun with DistributedDataParallel when gpus > 1."""
+    if TRAIN_CFG["gpus"] > 1:
+        return f"torchrun --standalone --nproc_per_node {TRAIN_CFG['gpus']} -m rest2visual.cli"
+    return "rest2visual"
 
 
 #: final targets of each stage; every rule file adds its own, `rule all` asks for them

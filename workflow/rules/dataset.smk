@@ -16,9 +16,9 @@ rule pack_triplets:
         trials=NSD["trials_per_session"],
         config_hash=config_hash(NSD, config["mni"], config["registration"], config["rest"],
                                 config["dataset"]),
+    threads: R.rule_threads(config, "pack_triplets")
     resources:
-        mem_mb=8000,
-        runtime=120,
+        **R.rule_resources(config, "pack_triplets"),
     log:
         log("dataset", "pack_triplets"),
     benchmark:
@@ -43,6 +43,9 @@ rule split_files:
         unseen=("--unseen-subjects " + " ".join(map(str, config["splits"]["unseen_subjects"])))
         if config["splits"]["unseen_subjects"] else "",
         out_dir=lambda wc, output: Path(output.shared).parent,
+    threads: R.rule_threads(config, "split_files")
+    resources:
+        **R.rule_resources(config, "split_files"),
     log:
         log("dataset", "split_files"),
     conda:

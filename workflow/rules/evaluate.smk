@@ -12,15 +12,8 @@ EVALUATION_FILES = {
     "table1": "table1.csv", "table1_md": "table1.md", "table3": "table3.csv", "table3_md": "table3.md",
     "meta": "meta.json",
 }
-TABLE_FILES = [f"{TABLES}/{t}.{ext}" for t in ("table1", "table3", "table4") for ext in ("csv", "md")]
-
-
-def table_output(path):
-    """Table CSVs go into the HTML report with their caption (workflow/report/tableN.rst)."""
-    name = Path(path).name
-    if name.endswith(".csv"):
-        return report(path, caption=f"../report/{name[:-4]}.rst", category="4 Tables")
-    return path
+TABLES_MD = {f"{t}_md": f"{TABLES}/{t}.md" for t in ("table1", "table3", "table4")}
+TABLES_CSV = {t: f"{TABLES}/{t}.csv" for t in ("table1", "table3", "table4")}
 FIGURE_FILES = {
     "fig1": ("fig1_predicted-vs-measured.png", "fig1.rst"),
     "fig3": ("fig3_snr-cnr.png", "fig3.rst"),
@@ -29,19 +22,11 @@ FIGURE_FILES = {
     "fig6": ("fig6_ablation-maps.png", "fig6.rst"),
     "training": ("training-curves.png", "training_curves.rst"),
 }
-
-
-def evaluation_file(protocol, name):
-    return f"{EVALUATION.format(protocol=protocol)}/{EVALUATION_FILES[name]}"
-
-
-def roi_atlas_source():
-    """The atlas NIfTI to resample: the config's, the simulated NSD's truth, or none (Juelich)."""
-    if config["evaluate"]["roi_atlas"]:
-        return config["evaluate"]["roi_atlas"]
-    if NSD["source"] == "simulated":
-        return f"{config['simulate']['root']}/truth/roi_atlas.nii.gz"
-    return None
+PAPER = {name: f"{EVALUATION.format(protocol='paper')}/{file}" for name, file in EVALUATION_FILES.items()}
+# the atlas to resample: the config's, the simulated NSD's own, or none (Juelich through nilearn)
+ROI_ATLAS_SOURCE = config["evaluate"]["roi_atlas"] or (
+    f"{config['simulate']['root']}/truth/roi_atlas.nii.gz" if NSD["source"] == "simulated" else None
+)
 
 
 rule roi_atlas:
@@ -53,7 +38,7 @@ rule roi_atlas:
     output:
         ROI_ATLAS,
     params:
-        atlas=f"--atlas {roi_atlas_source()}" if roi_atlas_source() else "",
+        atlas=f"--atlas {ROI_ATLAS_SOURCE}" if ROI_ATLAS_SOURCE else "",
     resources:
         mem_mb=2000,
         runtime=10,
@@ -103,11 +88,12 @@ rule evaluate_model:
 
 rule tables:
     input:
-        [evaluation_file(p, "scores") for p in PROTOCOLS],
+        [f"{EVALUATION.format(protocol=p)}/scores.csv" for p in PROTOCOLS],
     output:
-        **{Path(f).name.replace(".", "_"): table_output(f) for f in TABLE_FILES},
+        **{t: report(f, caption=f"../report/{t}.rst", category="4 Tables") for t, f in TABLES_CSV.items()},
+        **TABLES_MD,
     params:
-        out_dir=TABLES,
+        out_dir=lambda wc, output: Path(output.table1).parent,
     resources:
         mem_mb=2000,
         runtime=10,
@@ -124,7 +110,7 @@ rule tables:
 rule figures:
     input:
         pack=PACK,
-        evaluation=[evaluation_file("paper", n) for n in ("scores", "predictions", "snr_cnr", "intersubject")],
+        evaluation=[PAPER[n] for n in ("scores", "predictions", "snr_cnr", "intersubject")],
         atlas=ROI_ATLAS,
         template=TEMPLATE,
         model="results/models/paper/model.pt",
@@ -134,10 +120,10 @@ rule figures:
             for key, (png, rst) in FIGURE_FILES.items()
         },
     params:
-        evaluation_dir=EVALUATION.format(protocol="paper"),
+        evaluation_dir=lambda wc, input: Path(input.evaluation[0]).parent,
         # written by rest2visual train beside model.pt
         train_log=lambda wc, input: Path(input.model).parent / "train_log.csv",
-        out_dir=FIGURES,
+        out_dir=lambda wc, output: Path(output.fig1).parent,
     resources:
         mem_mb=4000,
         runtime=20,
@@ -153,4 +139,4 @@ rule figures:
         " --out-dir {params.out_dir} > {log} 2>&1"
 
 
-TARGETS.extend([*TABLE_FILES, *(f"{FIGURES}/{png}" for png, _ in FIGURE_FILES.values())])
+TARGETS.extend([*TABLES_CSV.values(), *TABLES_MD.values(), *(f"{FIGURES}/{png}" for png, _ in FIGURE_FILES.values())])

@@ -10,9 +10,9 @@ rule evoked_betas:
         evoked_betas_h5("{sub}", "{ses}"),
     params:
         trials=NSD["trials_per_session"],
+    threads: R.rule_threads(config, "evoked_betas")
     resources:
-        mem_mb=8000,
-        runtime=30,
+        **R.rule_resources(config, "evoked_betas"),
     log:
         log("evoked", "sub-{sub}_ses-{ses}"),
     benchmark:
@@ -34,6 +34,9 @@ rule ncsnr_to_mni:
         transform=transform_args,
     output:
         out("evoked", "ncsnr", "nii.gz", sub="{sub}", space="MNI152", res=RES),
+    threads: R.rule_threads(config, "ncsnr_to_mni")
+    resources:
+        **R.rule_resources(config, "ncsnr_to_mni"),
     log:
         log("evoked", "sub-{sub}_ncsnr"),
     conda:

@@ -18,6 +18,9 @@ if NSD["source"] == "simulated":
             trials=NSD["trials_per_session"],
             tr=NSD["tr_s"],
             res=RES,
+        threads: R.rule_threads(config, "simulate_nsd")
+        resources:
+            **R.rule_resources(config, "simulate_nsd"),
         log:
             log("nsd", "simulate_nsd"),
         benchmark:

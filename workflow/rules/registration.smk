@@ -6,6 +6,9 @@ rule mni_template:
         mask=BRAIN_MASK,
     params:
         res=RES,
+    threads: R.rule_threads(config, "mni_template")
+    resources:
+        **R.rule_resources(config, "mni_template"),
     log:
         log("templates", f"mni_template_res-{RES}"),
     conda:
@@ -38,10 +41,9 @@ rule register_to_mni:
         iterations=" ".join(str(i) for i in config["registration"]["iterations"]),
         res=RES,
         out_dir=lambda wc, output: Path(output.composite).parent,
-    threads: 2
+    threads: R.rule_threads(config, "register_to_mni")
     resources:
-        mem_mb=4000,
-        runtime=60,
+        **R.rule_resources(config, "register_to_mni"),
     log:
         log("registration", "sub-{sub}"),
     benchmark:

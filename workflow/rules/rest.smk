@@ -12,9 +12,9 @@ rule rest_to_mni:
         # 4D MNI series are large (≈0.8 GB a run at 2 mm) and only feed the z-map
         temp(out("rest", "bold", "nii", sub="{sub}", ses="{ses}", run="{run}",
                  space="MNI152", res=RES)),
+    threads: R.rule_threads(config, "rest_to_mni")
     resources:
-        mem_mb=6000,
-        runtime=30,
+        **R.rule_resources(config, "rest_to_mni"),
     log:
         log("rest", "sub-{sub}_ses-{ses}_run-{run}_to-MNI152"),
     benchmark:
@@ -52,9 +52,9 @@ rule pcc_zmap:
                   *config["rest"]["seed_center_mm"], config["rest"]["seed_radius_mm"])),
         confounds=lambda wc, input: f"--confounds {' '.join(input.confounds)}" if input.confounds else "",
         tr=NSD["tr_s"],
+    threads: R.rule_threads(config, "pcc_zmap")
     resources:
-        mem_mb=4000,
-        runtime=20,
+        **R.rule_resources(config, "pcc_zmap"),
     log:
         log("rest", "sub-{sub}_ses-{ses}_pcc-zmap"),
     benchmark:

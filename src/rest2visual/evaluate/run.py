@@ -14,7 +14,8 @@ map's mean and SD); noise image (the model with uniform-noise pixels).
 
 Regions: FB (the pack's brain mask) and VC (atlas labels 1..5 within it), plus
 V1..V5 for per-ROI Pearson. Only test rows are scored; train rows fit the
-group mean, the ridge model and the decoding probe; val rows are never read.
+group mean, and (at most ``--max-fit-rows`` of them) the ridge model and
+the decoding probe; val rows are never read.
 The one exception is the inter-subject analysis: it needs images that every
 subject saw *in the test rows*; when fewer than ``--min-shared-images`` exist
 (the unseen-subject protocol has one test subject), it uses the shared images
@@ -88,6 +89,7 @@ class Evaluation:
     ssim_window: int = 7
     seed: int = 0
     batch_size: int = 8
+    max_fit_rows: int | None = None
     meta: dict = field(default_factory=dict)
 
     @cached_property
@@ -138,6 +140,15 @@ class Evaluation:
                 blocks.append(net.image_features(x).float().cpu().numpy())
         return np.concatenate(blocks)
 
+    @cached_property
+    def fit_rows(self) -> np.ndarray:
+        """Train rows that fit the ridge model and the decoder: all, or a seeded random subset of
+        ``max_fit_rows`` (their betas are held in memory: rows × voxels × 2 bytes)."""
+        if self.max_fit_rows is None or len(self.train) <= self.max_fit_rows:
+            return self.train
+        rng = np.random.default_rng([self.seed, 2])
+        return np.sort(rng.choice(self.train, self.max_fit_rows, replace=False))
+
     def features(self, rows) -> np.ndarray:
         return self.image_features[self.trials.loc[rows, "image_row"].to_numpy()]
 
@@ -150,10 +161,10 @@ class Evaluation:
         yield "random", baselines.random_baseline(n, v, seed=self.seed)
         yield "resting", rest
         yield "group_mean", np.asarray(baselines.group_mean_baseline(self.pack.h5["betas"], n, self.train))
-        train_betas = read_rows(self.pack.h5["betas"], self.train, dtype=np.float16)
+        train_betas = read_rows(self.pack.h5["betas"], self.fit_rows, dtype=np.float16)
         ridge, fit = baselines.ridge_encoding_baseline(
-            self.features(self.train), train_betas, self.features(self.test), alphas=self.ridge_alphas,
-            groups=self.trials.loc[self.train, "nsd_id"].to_numpy(), seed=self.seed)
+            self.features(self.fit_rows), train_betas, self.features(self.test), alphas=self.ridge_alphas,
+            groups=self.trials.loc[self.fit_rows, "nsd_id"].to_numpy(), seed=self.seed)
         del train_betas
         self.meta["ridge_alpha_at_grid_edges"] = fit.edge_fraction
         yield "ridge", ridge
@@ -207,7 +218,11 @@ class Evaluation:
 
 
 def snr_cnr_table(values: dict[str, dict[str, np.ndarray]]) -> pd.DataFrame:
-    """Mean, SD, SEM of SNR and CNR per source, and the paired two-sided t-test vs Rest2Visual."""
+    """Mean, SD, SEM of SNR and CNR per source, and the paired two-sided t-test vs Rest2Visual.
+
+    ``values``: source → {'snr': (N,), 'cnr': (N,)} over the same test rows;
+    t > 0 when Rest2Visual's mean is the higher one.
+    """
     records = []
     for source, by_metric in values.items():
         for metric, v in by_metric.items():
@@ -288,11 +303,11 @@ def intersubject_table(ev: Evaluation, shared_csv, min_images: int = 5,
 def decoding_table(ev: Evaluation, test_vc: dict[str, np.ndarray]) -> pd.DataFrame:
     """Decoding probe: ridge from measured VC betas (train rows) to image features; test identification."""
     vc = np.flatnonzero(ev.regions["VC"])
-    train_vc = read_rows(ev.pack.h5["betas"], ev.train, cols=vc)
+    train_vc = read_rows(ev.pack.h5["betas"], ev.fit_rows, cols=vc)
     return decoding.decoding_probe(
-        train_vc, ev.features(ev.train), {MEASURED: ev.measured[:, vc], **test_vc}, ev.features(ev.test),
+        train_vc, ev.features(ev.fit_rows), {MEASURED: ev.measured[:, vc], **test_vc}, ev.features(ev.test),
         image_ids=ev.trials.loc[ev.test, "nsd_id"].to_numpy(), alphas=ev.ridge_alphas,
-        groups=ev.trials.loc[ev.train, "nsd_id"].to_numpy(), seed=ev.seed)
+        groups=ev.trials.loc[ev.fit_rows, "nsd_id"].to_numpy(), seed=ev.seed)
 
 
 def write_csv(frame: pd.DataFrame, path) -> None:
@@ -343,7 +358,8 @@ def evaluate(ev: Evaluation, out_dir, shared_csv, *, min_shared_images: int = 5,
     write_csv(decoding_table(ev, test_vc), out_dir / "decoding.csv")
     isc = intersubject_table(ev, shared_csv, min_shared_images, max_shared_images)
     write_csv(isc, out_dir / "intersubject.csv")
-    ev.meta.update({"n_test": len(ev.test), "n_train": len(ev.train), "n_voxels": int(len(ev.labels)),
+    ev.meta.update({"n_test": len(ev.test), "n_train": len(ev.train), "n_fit": len(ev.fit_rows),
+                    "n_voxels": int(len(ev.labels)),
                     "n_voxels_vc": int(vc.sum()), "intersubject_rows": isc["rows"].iloc[0] if len(isc) else "none",
                     "ssim_window": ev.ssim_window, "ridge_alphas": ev.ridge_alphas.tolist()})
     with atomic_path(out_dir / "meta.json") as tmp:
@@ -375,7 +391,8 @@ def load_evaluation(args) -> Evaluation:
     lo, hi, n = args.ridge_alphas
     return Evaluation(pack, model, split_rows(pack, args.split, "test"), split_rows(pack, args.split, "train"),
                       atlas_labels(args.atlas, pack), np.logspace(lo, hi, int(n)), args.ssim_window,
-                      args.seed, args.batch_size, meta={"protocol": args.protocol, "split": str(args.split)})
+                      args.seed, args.batch_size, args.max_fit_rows,
+                      meta={"protocol": args.protocol, "split": str(args.split)})
 
 
 def write_tables(score_paths, out_dir) -> None:
@@ -413,6 +430,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="shared test images needed for the inter-subject analysis on test rows")
     p.add_argument("--max-shared-images", type=int, default=125,
                    help="images at most in the inter-subject analysis (the paper: 125)")
+    p.add_argument("--max-fit-rows", type=int, default=20000,
+                   help="train rows at most that fit the ridge baseline and the decoding probe "
+                        "(a seeded random subset; memory ≈ rows × voxels × 2 bytes)")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--seed", type=int, default=0, help="seed of the random baseline and noise ablations")

@@ -109,20 +109,21 @@ def plot_predicted_vs_measured(grid, background_ras, cut, stimuli: list[dict], *
 
 def plot_ablation_maps(grid, background_ras, cut, image: np.ndarray, maps: dict[str, np.ndarray],
                        label: str, *, vmax: float = 3.0):
-    """Fig. 6: one stimulus, one row per condition (e.g. full model, noise rest, noise image, measured)."""
+    """Fig. 6: one stimulus (top) and one row per condition (full model, noise rest, noise image, measured)."""
     import matplotlib.pyplot as plt
 
     n = len(maps)
-    fig = plt.figure(figsize=(9, 2.0 * n + 0.6))
-    grid_spec = fig.add_gridspec(n, 4, width_ratios=[1.1, 1, 1, 1], wspace=0.05, hspace=0.3)
-    _thumbnail(fig.add_subplot(grid_spec[0, 0]), image, label)
+    fig = plt.figure(figsize=(7.5, 2.0 * n + 2.4))
+    grid_spec = fig.add_gridspec(n + 1, 3, height_ratios=[1.3] + [1] * n, wspace=0.05, hspace=0.3)
+    top = fig.add_subplot(grid_spec[0, 1])
+    top.imshow(image)
+    top.set_title(label.replace("\n", ", "), fontsize=9)
+    top.axis("off")
     overlay = None
-    for row, (name, vector) in enumerate(maps.items()):
-        axes = [fig.add_subplot(grid_spec[row, 1 + i]) for i in range(3)]
-        overlay = ortho_views(axes, map_volume(grid, vector), background_ras, cut, vmax=vmax, titles=row == 0)
+    for row, (name, vector) in enumerate(maps.items(), start=1):
+        axes = [fig.add_subplot(grid_spec[row, i]) for i in range(3)]
+        overlay = ortho_views(axes, map_volume(grid, vector), background_ras, cut, vmax=vmax, titles=row == 1)
         axes[0].set_ylabel(name, fontsize=10, weight="bold")
-        if row:
-            fig.add_subplot(grid_spec[row, 0]).axis("off")
-    fig.colorbar(overlay, ax=fig.axes, shrink=0.5, pad=0.01, label="z (within brain mask)")
-    fig.suptitle("Ablations: the same stimulus with each input replaced by noise", y=0.995)
+    fig.colorbar(overlay, ax=fig.axes, shrink=0.4, pad=0.02, label="z (within brain mask)")
+    fig.suptitle("Ablations: one test stimulus with each input replaced by noise", y=0.995)
     return fig

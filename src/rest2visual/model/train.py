@@ -392,7 +392,8 @@ def load_config_arg(config: str | None, params: str | None) -> dict:
 
         with open(config) as f:
             return yaml.safe_load(f) or {}
-    text = Path(params).read_text() if Path(params).is_file() else params
+    is_text = params.lstrip().startswith("{")  # JSON text can be longer than a file name may be
+    text = params if is_text else Path(params).read_text()
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:
