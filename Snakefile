@@ -24,6 +24,7 @@ include: "workflow/rules/rest.smk"
 include: "workflow/rules/evoked.smk"
 include: "workflow/rules/dataset.smk"
 include: "workflow/rules/train.smk"
+include: "workflow/rules/evaluate.smk"
 
 
 rule all:

@@ -35,6 +35,10 @@ def toy_config(**overrides) -> dict:
                      "images": TOY["n_images"], "shared_images": TOY["n_shared"]},
         "mni": {"resolution_mm": TOY["mni_resolution_mm"]},
         "splits": {"unseen_subjects": [], "n_test": 10},
+        "dataset": {"image_size": 32},
+        "model": {"widths": [2, 4], "groups": 2, "embed_dim": 8},
+        "train": {"epochs": 1, "batch_size": 4, "warmup_steps": 2, "device": "cpu",
+                  "num_workers": 0, "gpus": 0, "log_every": 10},
     }
     for section, values in overrides.items():
         config.setdefault(section, {}).update(values)

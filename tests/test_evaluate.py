@@ -137,7 +137,8 @@ def test_evaluate_writes_every_output(world):
         if metric != "rsa":
             assert sorted(group["row"]) == sorted(test_rows)
     assert set(scores["region"]) == {"FB", "VC", "V1", "V2", "V3", "V4", "V5"}
-    fb = scores[(scores["region"] == "FB") & (scores["metric"] == "pearson")].groupby("method")["value"].mean()
+    fb = scores[(scores["region"] == "FB") & (scores["metric"] == "pearson")]
+    fb = fb.groupby("method")["value"].mean()
     # beta = gain × (rest + image pattern): the subject's own rest map is far above chance
     assert fb["Resting"] > 0.4 and abs(fb["Random"]) < 0.1, fb
     assert fb["Ridge encoding"] > 0.05 and fb["Group mean"] > 0  # the image part, the mean response
@@ -150,7 +151,8 @@ def test_evaluate_writes_every_output(world):
     assert set(decoding["source"]) == {run.MEASURED, *run.METHODS.values()}
     assert decoding["two_way"].between(0, 1).all()
     snr = pd.read_csv(out / "snr_cnr.csv")
-    assert set(snr["source"]) == {run.MEASURED, *run.METHODS.values()} and set(snr["metric"]) == {"snr", "cnr"}
+    assert set(snr["source"]) == {run.MEASURED, *run.METHODS.values()}
+    assert set(snr["metric"]) == {"snr", "cnr"}
     others = snr[snr["source"] != run.MODEL]
     assert others["p_vs_rest2visual"].between(0, 1).all()
     nc = pd.read_csv(out / "noise_ceiling.csv")
@@ -218,8 +220,8 @@ def test_only_test_rows_are_scored(world, tmp_path):
     seen = []
     original = ev.predict
     ev.predict = lambda rows, **kw: (seen.append(np.asarray(rows)), original(rows, **kw))[1]
-    again = pd.concat([ev.scores(run.METHODS[k], p) for k, p in ev.predictions() if run.METHODS[k] in not_fitted],
-                      ignore_index=True)
+    again = pd.concat([ev.scores(run.METHODS[k], p) for k, p in ev.predictions()
+                       if run.METHODS[k] in not_fitted], ignore_index=True)
     pd.testing.assert_frame_equal(again.reset_index(drop=True), reference)
     assert seen and all(np.array_equal(rows, ev.test) for rows in seen)
     capped = dataclasses.replace(ev, max_fit_rows=10)  # the ridge/decoder subset: train rows, seeded
@@ -356,8 +358,9 @@ def test_figures_render(world, tmp_path):
     pd.DataFrame({"epoch": [1, 2, 3], "step": [4, 8, 12], "train_loss": [1.0, 0.8, 0.7],
                   "val_loss": [1.1, 0.9, 0.95], "val_pearson": [0.1, 0.3, 0.25],
                   "samples_per_s": 10.0, "lr": 1e-3}).to_csv(log, index=False)
-    args = ["--pack", str(world["pack"]), "--evaluation-dir", str(world["out"]), "--atlas", str(world["atlas"]),
-            "--template", str(template), "--train-log", str(log), "--out-dir", str(tmp_path / "figures")]
+    args = ["--pack", str(world["pack"]), "--evaluation-dir", str(world["out"]),
+            "--atlas", str(world["atlas"]), "--template", str(template), "--train-log", str(log),
+            "--out-dir", str(tmp_path / "figures")]
     assert make.main(args) == 0
     sizes = {"fig1": (13, 8.6), "fig3": (11, 4.2), "fig4": (14, 4.6), "fig5": (12, 6.2), "fig6": (7.5, 10.4),
              "training": (10, 3.8)}

@@ -17,11 +17,13 @@ from rest2visual.nsd import keys
 from rest2visual.nsd.design import load_expdesign, trial_table
 from rest2visual.nsd.simulate import simulate_nsd, truth, writer
 from rest2visual.nsd.simulate.cli import main as cli_main
-from rest2visual.nsd.simulate.stimuli import FEATURES, image_features
+from rest2visual.nsd.simulate.stimuli import FEATURES, image_features, standardized_features
+from rest2visual.preprocess.rest_map import seed_regressor
 from rest2visual.preprocess.template import mni_brain_mask, mni_grid
 
 SIM = dict(subjects=(1, 2), sessions=(21, 22), trials_per_session=24, voxel_mm=4.0, volumes=64,
            n_images=60, n_shared=12, mni_resolution_mm=4.0, seed=0)
+SIM_TR = 1.33318  # simulate_nsd's default TR, s
 #: a very small NSD for determinism, atomicity and CLI tests
 TINY = dict(subjects=(3,), sessions=(21,), trials_per_session=6, voxel_mm=6.0, volumes=20,
             n_images=10, n_shared=3, mni_resolution_mm=6.0)
@@ -223,20 +225,35 @@ def test_native_anatomy_resampled_back_matches_template(sim):
 
 # --- the science ---------------------------------------------------------------------
 
-def test_dmn_time_course_appears_in_pcc(sim):
+def _node_series(sim, subject, run, centre_mm, radius_mm=6.0):
+    """Mean native series (detrended) of the voxels within ``radius_mm`` of an MNI point."""
+    mask, xyz = _native(sim, subject)
+    near = np.linalg.norm(xyz - centre_mm, axis=1) < radius_mm
+    assert near.sum() >= 3
+    series = _data(sim.nsd_root / keys.rest_key(subject, 21, run))[mask][near].mean(0)
+    t = np.arange(series.size)
+    return series - np.polyval(np.polyfit(t, series, 2), t)
+
+
+def test_dmn_is_driven_by_the_pcc(sim):
+    """The PCC node carries p; the rest of the DMN (here mPFC) carries h ∗ p, not p."""
+    from rest2visual.preprocess.signal import hrf_convolve
+
     params = truth.load_params(sim.truth_root)
+    assert params["networks"]["names"][:2] == ["pcc", "dmn"]
     for s in SIM["subjects"]:
-        mask, xyz = _native(sim, s)
-        pcc = params["per_subject"][str(s)]["networks"]["dmn"][0]["centre_mm"]
-        near = np.linalg.norm(xyz - pcc, axis=1) < 6.0
-        assert near.sum() >= 3
+        dmn = params["per_subject"][str(s)]["networks"]["dmn"]
+        pcc, mpfc = dmn[0]["centre_mm"], dmn[1]["centre_mm"]
         for run in keys.REST_RUNS:
-            series = _data(sim.nsd_root / keys.rest_key(s, 21, run))[mask][near].mean(0)
-            t = np.arange(series.size)
-            series = series - np.polyval(np.polyfit(t, series, 2), t)
             courses = truth.timecourses(sim.truth_root, s, 21, run)
-            assert np.corrcoef(series, courses["dmn"])[0, 1] > 0.8
-            assert abs(np.corrcoef(series, courses["sensorimotor"])[0, 1]) < 0.5
+            p, d = courses["pcc"].to_numpy(), courses["dmn"].to_numpy()
+            # d is p through the HRF (p's history before the run is not stored)
+            assert np.corrcoef(hrf_convolve(p, SIM_TR), d)[0, 1] > 0.8
+            seed = _node_series(sim, s, run, pcc)
+            assert np.corrcoef(seed, p)[0, 1] > max(0.7, np.corrcoef(seed, d)[0, 1] + 0.2)
+            assert abs(np.corrcoef(seed, courses["sensorimotor"])[0, 1]) < 0.5
+            front = _node_series(sim, s, run, mpfc)
+            assert np.corrcoef(front, d)[0, 1] > max(0.8, np.corrcoef(front, p)[0, 1] + 0.2)
 
 
 def test_rest_seed_map_reveals_the_gain_topography(sim):
@@ -248,7 +265,9 @@ def test_rest_seed_map_reveals_the_gain_topography(sim):
         series = _data(sim.nsd_root / keys.rest_key(s, 22, 1))[mask].astype(float)
         series -= series.mean(1, keepdims=True)
         pcc = params["per_subject"][str(s)]["networks"]["dmn"][0]["centre_mm"]
-        seed = series[np.linalg.norm(xyz - pcc, axis=1) < 6.0].mean(0)
+        # the paper's regressor: the band-passed seed through the HRF
+        seed = seed_regressor(series[np.linalg.norm(xyz - pcc, axis=1) < 6.0].mean(0), SIM_TR)
+        seed -= seed.mean()
         r = series @ seed / (np.linalg.norm(series, axis=1) * np.linalg.norm(seed) + 1e-9)
         gain = truth.gain_map(sim.truth_root, s)
         g = ndimage.map_coordinates(gain.get_fdata(), _mni_index(gain.affine, xyz), order=1)
@@ -269,6 +288,15 @@ def test_contralateral_retinotopy_in_early_visual_cortex(sim):
     labels = np.asarray(atlas.dataobj)
     x = atlas.affine[0, 0] * np.indices(labels.shape)[0] + atlas.affine[0, 3]  # MNI x, mm
     shown = truth.trial_record(sim.truth_root, s, ses)["nsd_id"]
+    model = truth.response_model(sim.truth_root, s)
+    phi = standardized_features(truth.image_features(sim.truth_root))[shown.to_numpy()]
+    signal = np.stack([model.signal(row) for row in phi], axis=-1)
+    # the betas are the model's signal plus trial noise of ~1 % in the brain
+    brain = np.asarray(truth.mni_brain_mask(sim.truth_root).dataobj) > 0
+    assert 0.8 < (betas - signal)[brain].std() < 1.2
+    # the response model itself (noise-free: 24 trials of spatially broad noise would
+    # blur the ROI-mean regression) puts each visual field in the opposite hemisphere
+    betas = signal
     feats = truth.image_features(sim.truth_root).set_index("nsd_id").loc[shown, list(FEATURES)]
     design = np.c_[np.ones(len(feats)), (feats - feats.mean()) / feats.std()]
     early = (labels >= 1) & (labels <= 3)
@@ -302,7 +330,7 @@ def test_roi_atlas_and_truth_files(sim):
     assert params["complete"] and params["seed"] == 0
     assert np.asarray(params["per_subject"]["1"]["linear_mm"]).shape == (4, 4)
     maps = truth.network_maps(sim.truth_root, 1)
-    assert set(maps) == {"dmn", "visual", "sensorimotor", "frontoparietal"}
+    assert list(maps) == ["pcc", "dmn", "visual", "sensorimotor", "frontoparietal"]
     assert np.array_equal(maps["dmn"], truth.dmn_map(sim.truth_root, 1).get_fdata(dtype=np.float32))
 
 

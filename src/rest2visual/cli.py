@@ -40,6 +40,8 @@ COMMANDS = {
                 "predict evoked MNI beta maps from a rest map (or run) and images"),
     "evaluate": ("rest2visual.evaluate.run:main",
                  "metrics, baselines and ablations on a split's test rows"),
+    "roi-atlas": ("rest2visual.evaluate.atlas:main",
+                  "visual ROI atlas (V1–V5) on the MNI grid"),
     "figures": ("rest2visual.figures.make:main", "draw the paper's figures"),
 }
 

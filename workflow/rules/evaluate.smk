@@ -1,6 +1,5 @@
 # Evaluation: the visual ROI atlas, every protocol's scores (Rest2Visual, baselines,
-# ablations), the paper's tables and figures. Models come from the train rule
-# (results/models/{protocol}/model.pt, with train_log.csv beside it).
+# ablations), the paper's tables and figures. Models come from train.smk (model_file).
 
 ROI_ATLAS = out("templates", "dseg", "nii.gz", space="MNI152", res=RES, desc="visual")
 EVALUATION = "results/evaluation/{protocol}"
@@ -49,7 +48,7 @@ rule roi_atlas:
     conda:
         "../../envs/model.yaml"
     shell:
-        "python -m rest2visual.evaluate.atlas --mask {input.mask} {params.atlas} --out {output}"
+        "rest2visual roi-atlas --mask {input.mask} {params.atlas} --out {output}"
         " > {log} 2>&1"
 
 
@@ -58,7 +57,7 @@ rule evaluate_model:
         pack=PACK,
         split=f"{SPLITS}/{{protocol}}.csv",
         shared=f"{SPLITS}/shared.csv",
-        model="results/models/{protocol}/model.pt",
+        model=model_file("{protocol}"),
         atlas=ROI_ATLAS,
     output:
         **{name: f"{EVALUATION}/{file}" for name, file in EVALUATION_FILES.items() if name != "decoding"},
@@ -113,7 +112,7 @@ rule figures:
         evaluation=[PAPER[n] for n in ("scores", "predictions", "snr_cnr", "intersubject")],
         atlas=ROI_ATLAS,
         template=TEMPLATE,
-        model="results/models/paper/model.pt",
+        train_log=f"{Path(model_file('paper')).parent}/train_log.csv",
     output:
         **{
             key: report(f"{FIGURES}/{png}", caption=f"../report/{rst}", category="5 Evaluation")
@@ -121,8 +120,6 @@ rule figures:
         },
     params:
         evaluation_dir=lambda wc, input: Path(input.evaluation[0]).parent,
-        # written by rest2visual train beside model.pt
-        train_log=lambda wc, input: Path(input.model).parent / "train_log.csv",
         out_dir=lambda wc, output: Path(output.fig1).parent,
     resources:
         mem_mb=4000,
@@ -135,8 +132,9 @@ rule figures:
         "../../envs/model.yaml"
     shell:
         "rest2visual figures --pack {input.pack} --evaluation-dir {params.evaluation_dir}"
-        " --atlas {input.atlas} --template {input.template} --train-log {params.train_log}"
+        " --atlas {input.atlas} --template {input.template} --train-log {input.train_log}"
         " --out-dir {params.out_dir} > {log} 2>&1"
 
 
-TARGETS.extend([*TABLES_CSV.values(), *TABLES_MD.values(), *(f"{FIGURES}/{png}" for png, _ in FIGURE_FILES.values())])
+TARGETS.extend([*TABLES_CSV.values(), *TABLES_MD.values()])
+TARGETS.extend(f"{FIGURES}/{png}" for png, _ in FIGURE_FILES.values())

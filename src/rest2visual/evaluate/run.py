@@ -13,7 +13,9 @@ noise rest (the model with each rest map replaced by Gaussian noise of that
 map's mean and SD); noise image (the model with uniform-noise pixels).
 
 Regions: FB (the pack's brain mask) and VC (atlas labels 1..5 within it), plus
-V1..V5 for per-ROI Pearson. Only test rows are scored; train rows fit the
+V1..V5 for per-ROI Pearson. SSIM is averaged over the whole volume for FB
+(outside the mask both maps are 0) and over the region's voxels for VC.
+Only test rows are scored; train rows fit the
 group mean, and (at most ``--max-fit-rows`` of them) the ridge model and
 the decoding probe; val rows are never read.
 The one exception is the inter-subject analysis: it needs images that every
@@ -183,8 +185,11 @@ class Evaluation:
             sel = self.regions[region]
             part = metrics.region_scores(pred, self.measured, region=sel,
                                          labels={"method": method, "region": region})
+            # FB: the mean over the whole (cropped) volume, as skimage on masked maps (the paper's
+            # Random FB SSIM of 0.6 implies it); VC: over its voxels, else the zeros around
+            # the small region, equal in both maps, pull every method towards 1
             ssim = metrics.ssim_rows(pred, self.measured, self.pack.grid, region=sel,
-                                     win_size=self.ssim_window)
+                                     over_region=region == "VC", win_size=self.ssim_window)
             frames += [part, pd.DataFrame({"method": method, "region": region, "metric": "ssim",
                                            "sample": np.arange(len(ssim)), "value": ssim})]
         for name in metrics.VISUAL_ROIS.values():
@@ -284,7 +289,8 @@ def intersubject_table(ev: Evaluation, shared_csv, min_images: int = 5,
         return pd.DataFrame(columns=ISC_COLUMNS)
     t = ev.trials.loc[rows]
     maps = {"pred": ev.predict(rows), "meas": read_rows(ev.pack.h5["betas"], rows)}
-    avg = {k: mean_by_subject_image(x, t["subject"].to_numpy(), t["nsd_id"].to_numpy()) for k, x in maps.items()}
+    subjects, images = t["subject"].to_numpy(), t["nsd_id"].to_numpy()
+    avg = {k: mean_by_subject_image(x, subjects, images) for k, x in maps.items()}
     frames = []
     for region in ("FB", "VC"):
         sel = ev.regions[region]
@@ -359,8 +365,8 @@ def evaluate(ev: Evaluation, out_dir, shared_csv, *, min_shared_images: int = 5,
     isc = intersubject_table(ev, shared_csv, min_shared_images, max_shared_images)
     write_csv(isc, out_dir / "intersubject.csv")
     ev.meta.update({"n_test": len(ev.test), "n_train": len(ev.train), "n_fit": len(ev.fit_rows),
-                    "n_voxels": int(len(ev.labels)),
-                    "n_voxels_vc": int(vc.sum()), "intersubject_rows": isc["rows"].iloc[0] if len(isc) else "none",
+                    "n_voxels": int(len(ev.labels)), "n_voxels_vc": int(vc.sum()),
+                    "intersubject_rows": isc["rows"].iloc[0] if len(isc) else "none",
                     "ssim_window": ev.ssim_window, "ridge_alphas": ev.ridge_alphas.tolist()})
     with atomic_path(out_dir / "meta.json") as tmp:
         tmp.write_text(json.dumps(ev.meta, indent=2, default=str) + "\n")
@@ -389,7 +395,8 @@ def load_evaluation(args) -> Evaluation:
                          f"pack's {pack.grid.shape} ({args.pack}); evaluate a model trained on this pack")
     check_affine(model.grid.affine, pack.grid.affine, args.model)
     lo, hi, n = args.ridge_alphas
-    return Evaluation(pack, model, split_rows(pack, args.split, "test"), split_rows(pack, args.split, "train"),
+    test, train = split_rows(pack, args.split, "test"), split_rows(pack, args.split, "train")
+    return Evaluation(pack, model, test, train,
                       atlas_labels(args.atlas, pack), np.logspace(lo, hi, int(n)), args.ssim_window,
                       args.seed, args.batch_size, args.max_fit_rows,
                       meta={"protocol": args.protocol, "split": str(args.split)})
@@ -457,8 +464,9 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:  # InputError included: a message, no traceback
         print(f"rest2visual evaluate: error: {exc}", file=sys.stderr)
         return 1
-    main_fb = scores[(scores["method"] == MODEL) & (scores["metric"] == "pearson")]
-    print(main_fb.groupby("region", sort=False)["value"].mean().round(3).to_string())
+    model_r = scores[(scores["method"] == MODEL) & (scores["metric"] == "pearson")]
+    print("Rest2Visual mean Pearson per region:")
+    print(model_r.groupby("region", sort=False)["value"].mean().round(3).to_string())
     return 0
 
 

@@ -40,7 +40,8 @@ DPI = 110
 
 def ranked_rows(scores: pd.DataFrame, trials: pd.DataFrame, positions) -> list[int]:
     """Pack rows of distinct test images at rank ``positions`` (0 best … 1 worst) of VC Pearson."""
-    r = scores[(scores["method"] == "Rest2Visual") & (scores["region"] == "VC") & (scores["metric"] == "pearson")]
+    r = scores[(scores["method"] == "Rest2Visual") & (scores["region"] == "VC")
+               & (scores["metric"] == "pearson")]
     if r.empty:
         raise InputError("scores.csv has no Rest2Visual VC Pearson rows (not an evaluation's scores.csv?)")
     r = r.assign(nsd_id=trials.loc[r["row"], "nsd_id"].to_numpy()).sort_values("value", ascending=False)

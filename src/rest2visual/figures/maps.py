@@ -58,8 +58,8 @@ def ortho_views(axes: Sequence, volume: np.ndarray, background: np.ndarray, cut,
     for ax, (name, axis) in zip(axes, views):
         ax.imshow(_slice(background, axis, cut[axis]), cmap="gray", origin="lower", vmin=0, vmax=bg_max,
                   interpolation="nearest")
-        image = ax.imshow(_slice(overlay, axis, cut[axis]), cmap=cmap, origin="lower", interpolation="nearest",
-                          vmin=-vmax if vmin is None else vmin, vmax=vmax)
+        image = ax.imshow(_slice(overlay, axis, cut[axis]), cmap=cmap, origin="lower",
+                          interpolation="nearest", vmin=-vmax if vmin is None else vmin, vmax=vmax)
         ax.set_xticks([])
         ax.set_yticks([])
         for spine in ax.spines.values():
@@ -109,7 +109,8 @@ def plot_predicted_vs_measured(grid, background_ras, cut, stimuli: list[dict], *
 
 def plot_ablation_maps(grid, background_ras, cut, image: np.ndarray, maps: dict[str, np.ndarray],
                        label: str, *, vmax: float = 3.0):
-    """Fig. 6: one stimulus (top) and one row per condition (full model, noise rest, noise image, measured)."""
+    """Fig. 6: one stimulus (top), then one row per condition (e.g. full model, noise rest,
+    noise image, measured)."""
     import matplotlib.pyplot as plt
 
     n = len(maps)

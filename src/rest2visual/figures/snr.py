@@ -58,6 +58,7 @@ def plot_snr_cnr(table: pd.DataFrame):
         ax.set_ylabel(f"{metric.upper()} in visual cortex")
         ax.set_title(f"{metric.upper()} (mean ± SEM over test trials)")
         ax.margins(y=0.15)
-    fig.suptitle("Signal quality in visual cortex; stars: paired two-sided t-test vs Rest2Visual", fontsize=10)
+    fig.suptitle("Signal quality in visual cortex; stars: paired two-sided t-test vs Rest2Visual",
+                 fontsize=10)
     fig.tight_layout()
     return fig

@@ -3,19 +3,35 @@
 Four networks are defined in MNI space as sums of Gaussian blobs at anatomical
 coordinates (``NETWORKS``): the default-mode network (PCC, mPFC, angular gyri),
 visual, sensorimotor and fronto-parietal. Each subject gets its own topography: every
-blob's centre is shifted (N(0, 3 mm) per axis), its amplitude and width scaled. The
-DMN map also carries ``−DMN_COUPLING · h_s`` in visual cortex, the subject's gain
-topography of evoked responses (see ``responses``), so the PCC seed map reveals it.
+blob's centre is shifted (N(0, 3 mm) per axis), its amplitude and width scaled.
+
+**The DMN is PCC-driven** (the generative form of the paper's seed GLM). The DMN's
+first blob, the PCC node (``"pcc"`` map), carries the PCC's own BOLD course p(t); the
+rest of the network (``"dmn"`` map: mPFC, angular gyri, and ``−DMN_COUPLING · h_s`` in
+visual cortex, the subject's gain topography of evoked responses, see ``responses``)
+carries d(t) = (h ∗ p)(t), p convolved with the canonical (Glover) HRF h at the TR,
+normalised to unit variance. The paper's rest map regresses every voxel on h ∗
+bandpass(seed): under this model that regressor is, up to the band-pass and noise,
+exactly d(t), so the PCC z-map estimates the ``"dmn"`` map (``truth.dmn_map``) up to
+scale. The PCC node itself has the loading corr(p, h ∗ p), which depends on the run
+(the HRF lags p by ~5 s) — it is the seed, not part of what the seed map recovers.
+A model where every DMN voxel shares one course c(t) would not do: corr(c, h ∗
+bandpass(c)) averages ≈ −0.1 for 0.01–0.1 Hz signals and ≈ 0.2 ± 0.2 for 1/f ones
+over 80–226 volumes, so the map's sign and size would be random per run.
 
 A rest run of T volumes (TR in s) at native voxel v with true MNI position x_v is
 
     S(v, t) = B(v) · (1 + 0.01 · [Σ_n A_n m_n(x_v) c_n(t) + drift(v, t) + σ_w ε(v, t)])
               − ∇B(v) · Δ(v, t)
 
-with B the EPI baseline (~1000, tissue dependent), m_n the network maps, c_n
-band-limited time courses (mostly 0.01–0.1 Hz, unit variance), a slow polynomial drift,
-white noise, and Δ the displacement of voxel v by the head motion of the run (a small
-rigid random walk, written to the motion TSV), so motion confounds are real.
+with B the EPI baseline (~1000, tissue dependent), m_n the maps (``pcc``, ``dmn``,
+visual, sensorimotor, fronto-parietal; the PCC node and the driven DMN share the DMN
+amplitude), c_n unit-variance courses: p and d as above, the other networks
+independent, all with a 1/f^α power spectrum (α = ``SPECTRAL_EXPONENT``, resting BOLD's
+scale-free spectrum) within ``BAND_HZ``; a slow polynomial drift; white noise ε of
+σ_w = :func:`white_noise_pct` (it falls with voxel volume); and Δ the displacement of
+voxel v by the head motion of the run (a small rigid random walk, written to the
+motion TSV), so motion confounds are real.
 """
 
 from __future__ import annotations
@@ -26,6 +42,9 @@ import numpy as np
 
 from rest2visual.nsd.simulate import fields
 from rest2visual.preprocess.template import Grid
+
+#: the native voxel size (mm) at which ``WHITE_NOISE_PCT_NSD`` holds (NSD's 1.8 mm)
+NSD_VOXEL_MM = 1.8
 
 #: name → list of (MNI centre mm, sigma mm, weight); x-mirrored pairs written out
 NETWORKS = {
@@ -38,12 +57,22 @@ NETWORKS = {
     "frontoparietal": [((-44, 34, 26), 10.0, 1.0), ((44, 34, 26), 10.0, 1.0),
                        ((-40, -52, 44), 9.0, 0.9), ((40, -52, 44), 9.0, 0.9)],
 }
-#: % signal change of each network's fluctuation at its peak
-AMPLITUDE_PCT = {"dmn": 2.0, "visual": 1.2, "sensorimotor": 1.5, "frontoparietal": 1.2}
+#: the map and course carried by the DMN's first blob (the PCC node, the seed's source)
+PCC = "pcc"
+#: % signal change of each map's fluctuation at its peak (the PCC node is the DMN's)
+AMPLITUDE_PCT = {PCC: 2.0, "dmn": 2.0, "visual": 1.2, "sensorimotor": 1.5,
+                 "frontoparietal": 1.2}
+#: names of the maps and courses, in the order of ``networks.nii.gz`` and the TSVs
+MAP_NAMES = (PCC, *NETWORKS)
 DMN_COUPLING = 0.3
 BLOB_SHIFT_MM = 3.0
 BAND_HZ = (0.01, 0.1)
-WHITE_NOISE_PCT = 1.0
+#: α of the 1/f^α power spectrum of every course within BAND_HZ
+SPECTRAL_EXPONENT = 1.0
+#: canonical HRF that turns the PCC course p into the driven DMN course h ∗ p
+HRF_MODEL = "glover"
+#: white noise (%) of a NSD_VOXEL_MM voxel; see :func:`white_noise_pct`
+WHITE_NOISE_PCT_NSD = 1.8
 DRIFT_PCT = 0.5
 MOTION = {"translation_step_mm": 0.02, "rotation_step_rad": 0.0003}
 
@@ -59,26 +88,37 @@ def subject_blobs(subject: int, seed: int) -> dict[str, list[dict]]:
     return out
 
 
+def white_noise_pct(voxel_mm: float) -> float:
+    """White noise σ_w (% of baseline) of a native voxel ``voxel_mm`` wide.
+
+    ``WHITE_NOISE_PCT_NSD`` at NSD's 1.8 mm, scaled as (1.8 / voxel_mm)^{3/2}: a larger
+    voxel averages (voxel_mm / 1.8)³ independent 1.8 mm ones (4 mm: 0.53 %).
+    """
+    return float(WHITE_NOISE_PCT_NSD * (NSD_VOXEL_MM / voxel_mm) ** 1.5)
+
+
 def network_maps(grid: Grid, blobs: dict[str, list[dict]], brain_soft: np.ndarray,
                  h: np.ndarray, visual: np.ndarray) -> dict[str, np.ndarray]:
-    """Each network's spatial map on ``grid`` (float32 (X, Y, Z), peak ~1, brain only).
+    """Every map of ``MAP_NAMES`` on ``grid`` (float32 (X, Y, Z), peak ~1, brain only).
 
-    The DMN map includes ``−DMN_COUPLING · h · visual`` (the gain coupling).
+    ``pcc``: the DMN's first blob (the PCC node); ``dmn``: the DMN's other blobs and
+    ``−DMN_COUPLING · h · visual`` (the gain coupling), the part the PCC drives.
     """
     xyz = fields.grid_mm(grid)
-    maps = {}
+    blob = lambda p: p["weight"] * fields.gaussian_blob(xyz, p["centre_mm"], p["sigma_mm"])
+    maps = {PCC: blob(blobs["dmn"][0])}
     for name, parts in blobs.items():
-        m = sum(p["weight"] * fields.gaussian_blob(xyz, p["centre_mm"], p["sigma_mm"])
-                for p in parts)
+        m = sum(blob(p) for p in (parts[1:] if name == "dmn" else parts))
         if name == "dmn":
             m = m - DMN_COUPLING * h * visual
-        maps[name] = (m * brain_soft).astype(np.float32)
-    return maps
+        maps[name] = m
+    return {name: (maps[name] * brain_soft).astype(np.float32) for name in MAP_NAMES}
 
 
 def bandlimited(rng: np.random.Generator, n: int, tr_s: float,
-                band_hz: tuple[float, float] = BAND_HZ) -> np.ndarray:
-    """Unit-variance noise with its power mostly in ``band_hz`` (n,) float64."""
+                band_hz: tuple[float, float] = BAND_HZ,
+                exponent: float = SPECTRAL_EXPONENT) -> np.ndarray:
+    """Unit-variance noise (n,) float64 with a 1/f^``exponent`` power spectrum in ``band_hz``."""
     pad = 2 * n  # zero-padding against circular wrap-around of the filter
     spectrum = np.fft.rfft(rng.standard_normal(pad))
     freq = np.fft.rfftfreq(pad, tr_s)
@@ -86,8 +126,35 @@ def bandlimited(rng: np.random.Generator, n: int, tr_s: float,
     # raised-cosine band edges a fifth of an octave wide: no ringing
     edge = lambda f, f0: np.clip((np.log2(np.maximum(f, 1e-9) / f0) / 0.2 + 1) / 2, 0, 1)
     gain = np.sin(np.pi / 2 * edge(freq, lo)) * np.sin(np.pi / 2 * (1 - edge(freq, hi)))
+    # amplitude f^(−α/2); the lower edge is zero below lo · 2^−0.2, so no pole at 0 Hz
+    gain = gain * np.maximum(freq, lo * 2**-0.2) ** (-exponent / 2)
     x = np.fft.irfft(spectrum * gain, pad)[:n]
     return (x - x.mean()) / x.std()
+
+
+def pcc_driven(rng: np.random.Generator, n: int, tr_s: float) -> tuple[np.ndarray, np.ndarray]:
+    """The PCC course p and the driven DMN course d = h ∗ p: two (n,) unit-variance series.
+
+    p starts one HRF length before the run, so d(0) already has its full history.
+    """
+    from rest2visual.preprocess.signal import hrf_kernel
+
+    kernel = hrf_kernel(tr_s, HRF_MODEL)
+    history = len(kernel)
+    p = bandlimited(rng, n + history, tr_s)
+    d = np.convolve(p, kernel)[history:history + n]
+    p = p[history:]
+    return (p - p.mean()) / p.std(), (d - d.mean()) / d.std()
+
+
+def network_courses(rng: np.random.Generator, names, n: int, tr_s: float) -> np.ndarray:
+    """(len(names), n) unit-variance courses: p and h ∗ p for ``pcc`` and ``dmn``, the other
+    networks independent (all 1/f^α in ``BAND_HZ``)."""
+    courses = dict(zip((PCC, "dmn"), pcc_driven(rng, n, tr_s)))
+    for name in names:
+        if name not in courses:
+            courses[name] = bandlimited(rng, n, tr_s)
+    return np.stack([courses[name] for name in names])
 
 
 def motion_parameters(rng: np.random.Generator, n: int) -> np.ndarray:
@@ -104,24 +171,28 @@ class RestSetup:
 
     The model of the module docstring, linear in its time courses, as one product:
     S = B + ``loadings`` @ regressors(t) + 0.01 · B · σ_w · ε, the regressors being
-    [A_n c_n(t) per network, drift(t), translation(t) (3, mm), rotation(t) (3, rad)].
-    ``loadings`` (N, networks + 7): 0.01·B·m_n, 0.01·B·drift loading, −∇B, −(p × ∇B)
+    [A_n c_n(t) per map, drift(t), translation(t) (3, mm), rotation(t) (3, rad)].
+    ``loadings`` (N, maps + 7): 0.01·B·m_n, 0.01·B·drift loading, −∇B, −(p × ∇B)
     with p the native header mm (a rotation ω changes the signal by −ω·(p × ∇B)).
+    ``white_pct``: σ_w (%).
     """
 
     names: tuple[str, ...]
     baseline: np.ndarray
     loadings: np.ndarray
+    white_pct: float
 
     @classmethod
     def build(cls, maps: dict[str, np.ndarray], baseline: np.ndarray, gradient: np.ndarray,
-              position_mm: np.ndarray, drift_loading: np.ndarray) -> "RestSetup":
-        """From network loadings (name → (N,)), B (N,), ∇B (N, 3) per mm, p (N, 3), (N,)."""
+              position_mm: np.ndarray, drift_loading: np.ndarray,
+              white_pct: float) -> "RestSetup":
+        """From map loadings (name → (N,)), B (N,), ∇B (N, 3) per mm, p (N, 3), (N,), σ_w %."""
         pct = 0.01 * baseline[:, None]
         loadings = np.concatenate([pct * np.stack(list(maps.values()), axis=1),
                                    pct * drift_loading[:, None], -gradient,
                                    -np.cross(position_mm, gradient)], axis=1)
-        return cls(tuple(maps), baseline.astype(np.float32), loadings.astype(np.float32))
+        return cls(tuple(maps), baseline.astype(np.float32), loadings.astype(np.float32),
+                   float(white_pct))
 
 
 def epi_baseline(anatomy: np.ndarray, brain: np.ndarray, voxel_mm: float) -> np.ndarray:
@@ -135,9 +206,9 @@ def rest_run(setup: RestSetup, volumes: int, tr_s: float, rng: np.random.Generat
              chunk: int = 65536) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Simulate one rest run at the in-mask voxels.
 
-    Returns (data int16 (N, T), time courses (networks, T) float64, motion (T, 6)).
+    Returns (data int16 (N, T), time courses (maps, T) float64, motion (T, 6)).
     """
-    courses = np.stack([bandlimited(rng, volumes, tr_s) for _ in setup.names])
+    courses = network_courses(rng, setup.names, volumes, tr_s)
     amps = np.array([AMPLITUDE_PCT[n] for n in setup.names])[:, None]
     motion = motion_parameters(rng, volumes)
     t = np.linspace(-1, 1, volumes)
@@ -149,7 +220,7 @@ def rest_run(setup: RestSetup, volumes: int, tr_s: float, rng: np.random.Generat
         sl = slice(s, min(s + chunk, n_vox))
         base = setup.baseline[sl, None]
         noise = rng.standard_normal((sl.stop - sl.start, volumes), dtype=np.float32)
-        white = np.float32(0.01 * WHITE_NOISE_PCT) * base * noise
+        white = np.float32(0.01 * setup.white_pct) * base * noise
         signal = base + setup.loadings[sl] @ regressors + white
         out[sl] = np.clip(np.rint(signal), 0, 32767).astype(np.int16)
     return out, courses, motion

@@ -10,7 +10,11 @@ Layout::
     truth/sub-XX/native_to_mni_mm.nii.gz      (x, y, z, 3) true MNI mm per native voxel
     truth/sub-XX/dmn_map.nii.gz, networks.nii.gz, gain_map.nii.gz   (truth grid)
     truth/sub-XX/ses-NN_trials.tsv            what each trial showed (generator's record)
-    truth/sub-XX/ses-NN_run-RR_timecourses.tsv   network time courses of a rest run
+    truth/sub-XX/ses-NN_run-RR_timecourses.tsv   time courses of a rest run (pcc, dmn, ...)
+
+``networks.nii.gz`` holds the maps ``pcc`` (the PCC node, the seed's source), ``dmn``
+(the PCC-driven rest of the default-mode network, = ``dmn_map``), ``visual``,
+``sensorimotor``, ``frontoparietal`` (``params["networks"]["names"]``).
 
 The truth grid is FSL's MNI152 grid at ``mni_resolution_mm`` (``mni_grid``).
 """
@@ -73,8 +77,11 @@ def native_to_mni_mm(truth_root, subject: int) -> np.ndarray:
 
 
 def dmn_map(truth_root, subject: int):
-    """The subject's true default-mode network map on the truth grid: what a PCC seed GLM
-    recovers up to scale and noise (it includes the gain coupling in visual cortex)."""
+    """The subject's true PCC connectivity map on the truth grid: the loading of every voxel
+    on the PCC-driven course h ∗ p (mPFC, angular gyri, and −coupling · h_s in visual
+    cortex; ``networks`` module docstring), what the paper's PCC seed GLM recovers up to
+    scale and noise. Compare within the brain mask (it is zero outside). The PCC node
+    itself, the seed's source, is ``network_maps(...)["pcc"]``."""
     return _load(subject_dir(truth_root, subject) / "dmn_map.nii.gz", "true DMN map")
 
 
@@ -117,7 +124,8 @@ def trial_record(truth_root, subject: int, session: int) -> pd.DataFrame:
 
 
 def timecourses(truth_root, subject: int, session: int, run: int) -> pd.DataFrame:
-    """The network time courses (unit variance, one column per network) of a rest run."""
+    """The time courses (unit variance, one column per map of ``network_maps``) of a rest
+    run: ``pcc`` is p, ``dmn`` is h ∗ p, the other networks independent."""
     name = f"run-{run:02d}_timecourses.tsv"
     path = require_file(session_file(truth_root, subject, session, name), "rest time courses")
     return pd.read_csv(path, sep="\t")
@@ -135,17 +143,22 @@ def response_model(truth_root, subject: int):
     """The subject's ``responses.ResponseModel``, rebuilt from the stored truth."""
     from rest2visual.nsd.simulate.responses import build_response_model
 
-    grid = truth_grid(load_params(truth_root))
+    params = load_params(truth_root)
+    grid = truth_grid(params)
     brain = np.asarray(mni_brain_mask(truth_root).dataobj) > 0
     atlas = np.asarray(roi_atlas(truth_root).dataobj, dtype=np.int16)
     gain = np.asarray(gain_map(truth_root, subject).dataobj, dtype=np.float32)
-    return build_response_model(grid, atlas, brain, gain)
+    return build_response_model(grid, atlas, brain, gain, params["voxel_mm"])
 
 
 def true_mni_betas(truth_root, subject: int, session: int) -> np.ndarray:
     """(X, Y, Z, trials) float32 on the truth grid: the trial betas in % signal change
     exactly as generated in MNI space, trial noise included, before they were sampled
-    into native space and quantised (regenerated from the seed and the stored truth)."""
+    into native space and quantised (regenerated from the seed and the stored truth).
+
+    Every part is smooth at the native voxel scale (``responses``: the point-spread
+    function), so this is what resampling the native betas to MNI can recover, up to
+    registration error; compare within the brain mask."""
     from rest2visual.nsd.simulate.responses import iter_trial_betas
     from rest2visual.nsd.simulate.stimuli import standardized_features
 

@@ -23,7 +23,7 @@ from rest2visual.nsd.simulate import anatomy, design, fields, networks, response
 from rest2visual.preprocess.template import Grid, mni_brain_mask, mni_grid
 
 FORMAT = "rest2visual simulated NSD"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: PCC-driven DMN (pcc map and course), PSF-smooth betas
 
 
 @dataclass(frozen=True)
@@ -158,13 +158,16 @@ def _write_all(out: Path, params: dict) -> None:
                    "showings_per_image": exp.showings_per_image,
                    "disjoint_subject_images": exp.disjoint_subject_images},
         "features": list(stimuli.FEATURES),
-        "networks": {"names": list(networks.NETWORKS), "amplitude_pct": networks.AMPLITUDE_PCT,
+        "networks": {"names": list(networks.MAP_NAMES), "amplitude_pct": networks.AMPLITUDE_PCT,
                      "dmn_coupling": networks.DMN_COUPLING, "band_hz": list(networks.BAND_HZ),
-                     "white_noise_pct": networks.WHITE_NOISE_PCT, "drift_pct": networks.DRIFT_PCT,
-                     "motion": networks.MOTION},
+                     "spectral_exponent": networks.SPECTRAL_EXPONENT,
+                     "driven_by_pcc": {"map": "dmn", "hrf_model": networks.HRF_MODEL},
+                     "white_noise_pct": networks.white_noise_pct(params["voxel_mm"]),
+                     "drift_pct": networks.DRIFT_PCT, "motion": networks.MOTION},
         "responses": {"roi_names": list(responses.ROI_NAMES),
                       "roi_balls": {str(k): v for k, v in responses.ROI_BALLS.items()},
                       "weights": responses.WEIGHTS, "noise": responses.NOISE,
+                      "psf_fwhm_mm": responses.psf_fwhm_mm(params["voxel_mm"]),
                       "gain_strength": responses.GAIN_STRENGTH,
                       "gain_fwhm_mm": responses.GAIN_FWHM_MM, "psc_scale": responses.PSC_SCALE},
         "per_subject": per_subject,
@@ -232,7 +235,7 @@ def _write_subject(nsd: Path, truth_root: Path, subject: int, params: dict, latt
 
     positions = voxel_mni[liberal]
     at_voxels = fields.Sampler(grid, positions)
-    model = responses.build_response_model(grid, lattice.atlas, lattice.brain, gain)
+    model = responses.build_response_model(grid, lattice.atlas, lattice.brain, gain, vox)
     ncsnr = np.zeros(space.shape, np.float32)
     ncsnr[liberal] = (at_voxels(model.signal_sd(np.cov(phi.T, bias=True)))
                       / at_voxels(model.noise_sd))
@@ -266,7 +269,8 @@ def _rest_setup(space, maps, t1, brain, liberal, at_voxels, seed) -> networks.Re
     rng = fields.stream(seed, "networks.drift_loading", space.subject)
     drift = 1.0 + 0.3 * rng.standard_normal() + 0.3 * np.tanh(position @ rng.normal(0, 0.02, 3))
     return networks.RestSetup.build({name: at_voxels(m) for name, m in maps.items()},
-                                    baseline[liberal], gradient, position, drift)
+                                    baseline[liberal], gradient, position, drift,
+                                    networks.white_noise_pct(space.voxel_mm))
 
 
 def _write_rest_run(nsd, truth_root, subject, session, run, space, liberal, rest, params) -> None:
