@@ -22,7 +22,9 @@ decide ~0.05 of the correlation.
 
 Controls show each measure can fail: the header alone misses the registration by
 several voxels, the z-map does not match the other networks, and trials matched to
-the wrong truth trial do not correlate.
+the wrong truth trial do not correlate. The z-map also shows, in visual cortex, the
+subject's gain topography of evoked responses (inverted), the link between rest and
+evoked data that the simulation builds in.
 """
 
 from __future__ import annotations
@@ -123,7 +125,11 @@ def test_pcc_zmap_recovers_the_default_mode_map(pipeline, subject, session):
     assert r >= 0.8, f"sub-{subject:02d} ses-{session:02d}: corr(z-map, dmn_map) = {r:.3f}"
     # control: the networks independent of the PCC are not what the map shows
     for name in ("visual", "sensorimotor", "frontoparietal"):
-        assert abs(_corr(z, maps[name][brain])) < 0.4, name
+        assert abs(_corr(z, maps[name][brain])) < 0.5, name
+    # and in visual cortex it shows the subject's gain topography, inverted
+    atlas = np.asarray(truth.roi_atlas(pipeline["truth"]).dataobj)[brain] > 0
+    gain = np.asarray(truth.gain_map(pipeline["truth"], subject).dataobj)[brain]
+    assert _corr(z[atlas], gain[atlas]) < -0.7
 
 
 @pytest.mark.parametrize("subject,session", CASES)
@@ -142,9 +148,12 @@ def test_evoked_betas_recover_the_true_mni_betas(pipeline, subject, session):
     where = f"sub-{subject:02d} ses-{session:02d}"
     assert r.mean() >= 0.9, f"{where}: mean per-trial correlation {r.mean():.3f}"
     assert r.min() >= 0.85, f"{where}: trial {int(r.argmin()) + 1} correlates {r.min():.3f}"
-    # the scale is kept too: % signal change, not just a pattern
-    slope = float(np.sum(found * expected) / np.sum(expected * expected))
-    assert 0.8 < slope < 1.1, f"{where}: regression slope {slope:.3f}"
+    # the scale is kept too (% signal change, not just a pattern): the mean response in
+    # visual cortex, where every image evokes one, less the ~10 % that two interpolations
+    # and misregistration spread beyond the ROIs
+    visual = grid.to_vectors(np.asarray(truth.roi_atlas(pipeline["truth"]).dataobj) > 0)
+    ratio = found[:, visual].mean() / expected[:, visual].mean()
+    assert 0.8 < ratio < 1.1, f"{where}: mean visual response {ratio:.3f} × the truth's"
     # control: another trial's truth does not match (the trial noise is the trial's own)
     shifted = np.array([_corr(f, e) for f, e in zip(found, np.roll(expected, 1, axis=0))])
     assert shifted.mean() < 0.5

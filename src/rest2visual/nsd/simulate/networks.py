@@ -13,8 +13,9 @@ carries d(t) = (h ∗ p)(t), p convolved with the canonical (Glover) HRF h at th
 normalised to unit variance. The paper's rest map regresses every voxel on h ∗
 bandpass(seed): under this model that regressor is, up to the band-pass and noise,
 exactly d(t), so the PCC z-map estimates the ``"dmn"`` map (``truth.dmn_map``) up to
-scale. The PCC node itself has the loading corr(p, h ∗ p), which depends on the run
-(the HRF lags p by ~5 s) — it is the seed, not part of what the seed map recovers.
+scale. The PCC node itself enters the map with a weight that depends on the run,
+∝ corr(p, h ∗ bandpass(p)) (the HRF lags p by ~5 s): it is the seed, not part of what
+the seed map recovers.
 A model where every DMN voxel shares one course c(t) would not do: corr(c, h ∗
 bandpass(c)) averages ≈ −0.1 for 0.01–0.1 Hz signals and ≈ 0.2 ± 0.2 for 1/f ones
 over 80–226 volumes, so the map's sign and size would be random per run.

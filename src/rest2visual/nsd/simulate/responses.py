@@ -16,11 +16,11 @@ signal change) at MNI point x is
 - P: the point-spread function of the measurement, a Gaussian of FWHM
   ``PSF_FWHM_VOXELS`` native voxels (:func:`psf_fwhm_mm`): a voxel of the native grid
   cannot resolve detail finer than itself, and fMRI maps are ~2 voxels smooth (EPI
-  point spread, interpolation in preprocessing; NSD's 1.8 mm betas alike);
+  point spread, interpolation in preprocessing);
 - g_s = max(1 + GAIN_STRENGTH · h_s, 0.1): the subject's gain topography, h_s a smooth
   random field (FWHM 14 mm) of unit variance in visual cortex, drawn per subject;
 - ξ: unit-variance trial noise, 70 % broad (FWHM 12 mm: physiological, vascular) +
-  30 % at the PSF's scale (what was voxel-white noise before P), scaled by σ(x): 1 %
+  30 % fine (voxel noise seen through P: FWHM of P), scaled by σ(x): 1 %
   in the brain and up to ``outside_margin_mm`` beyond it, rising to 6 % further out
   (the skull and scalp voxels NSD's liberal mask keeps around the brain).
 
