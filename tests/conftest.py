@@ -26,6 +26,17 @@ def toy_nsd(tmp_path_factory):
     return simulate_nsd(root, **TOY)
 
 
+@pytest.fixture
+def torch_one_thread():
+    """Tiny tensors: OpenMP spin-waiting on a shared 2-core machine costs more than it gains."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def toy_config(**overrides) -> dict:
     """The demo config shrunk to the toy simulated NSD, with nested overrides."""
     config = {

@@ -29,12 +29,8 @@ IMAGE_SIZE = 16
 
 
 @pytest.fixture(autouse=True)
-def _one_thread():
-    # tiny tensors: OpenMP spin-waiting on a shared 2-core machine costs more than it gains
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
+def _one_thread(torch_one_thread):
     yield
-    torch.set_num_threads(threads)
 
 
 def write_toy_pack(path: Path, *, n_trials: int = 96, n_rest: int = 6, seed: int = 0) -> dict:
