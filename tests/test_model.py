@@ -14,9 +14,9 @@ from rest2visual.maskvec import MaskedGrid
 from rest2visual.model import predict
 from rest2visual.model.checkpoint import (load_checkpoint, rng_state, save_checkpoint,
                                           save_model_file, set_rng_state)
-from rest2visual.model.image_encoders import SmallCNN, build_image_encoder
+from rest2visual.model.image_encoders import GaborPyramid, SmallCNN, build_image_encoder
 from rest2visual.model.network import (ConditionalUNet3D, build_model, count_parameters,
-                                       model_config, parameter_summary)
+                                       model_config, parameter_summary, voxel_coordinates)
 
 TOY_MODEL = {"widths": [4, 8, 16], "groups": 4, "embed_dim": 8}
 GRID_SHAPE = (11, 13, 11)
@@ -81,6 +81,37 @@ def test_channels_last_layout_keeps_the_function():
     torch.testing.assert_close(after, before, rtol=1e-5, atol=1e-5)
 
 
+def test_coordinate_channels():
+    volume = torch.zeros(2, 1, 5, 7, 3)
+    coords = voxel_coordinates(volume)
+    assert coords.shape == (2, 3, 5, 7, 3)
+    assert torch.equal(coords[0, 0, :, 0, 0], torch.linspace(-1, 1, 5))
+    assert torch.equal(coords[1, 1, 0, :, 2], torch.linspace(-1, 1, 7))
+    assert torch.equal(coords[0, 2, 4, 6, :], torch.linspace(-1, 1, 3))
+    assert not model_config(TOY_MODEL)["coordinates"]  # the paper's network by default
+    plain, placed = build_model(TOY_MODEL), build_model({**TOY_MODEL, "coordinates": True})
+    assert plain.unet.stem.in_channels == 1 and placed.unet.stem.in_channels == 4
+    # a constant rest map gives a position-dependent prediction only through the coordinates
+    rest, images = torch.zeros(1, 1, *GRID_SHAPE), toy_images(1)
+    torch.nn.init.normal_(placed.unet.head.weight)
+    with torch.no_grad():
+        out = placed(rest, images)
+    assert out.shape == rest.shape and not torch.allclose(out[..., 2:4, 2:4, 2:4], out[..., 6:8, 6:8, 6:8])
+
+
+def test_feature_standardization():
+    model = build_model({**TOY_MODEL, "image_encoder": "gabor", "freeze_image_encoder": True})
+    features = torch.randn(50, model.image_encoder.feature_dim, dtype=torch.float64) * 3 + 7
+    features[:, 0] = 2.5  # a constant feature is only centred
+    model.fit_feature_standardization(features)
+    assert torch.allclose(model.feature_mean, features.mean(0).float())
+    assert model.feature_std[0] == 1 and torch.allclose(model.feature_std[1:],
+                                                        features[:, 1:].std(0).float())
+    assert {"feature_mean", "feature_std"} <= set(model.state_dict())
+    with pytest.raises(ValueError, match="image features"):
+        model.fit_feature_standardization(features[:, :5])
+
+
 def test_parameter_count_and_summary():
     model = build_model(TOY_MODEL)
     n = count_parameters(model)
@@ -95,6 +126,11 @@ def test_model_config_rejects_bad_values():
         model_config({"width": [8]})
     with pytest.raises(ValueError, match="encoder_weights is null"):
         model_config({**TOY_MODEL, "freeze_image_encoder": True})
+    # the Gabor pyramid has no weights: frozen without a file is fine, a file is an error
+    assert model_config({**TOY_MODEL, "image_encoder": "gabor",
+                         "freeze_image_encoder": True})["freeze_image_encoder"]
+    with pytest.raises(ValueError, match="'gabor' has no weights"):
+        build_image_encoder("gabor", "weights.pt")
 
 
 # -- image encoders ------------------------------------------------------------------------------
@@ -137,6 +173,46 @@ def test_small_cnn_weights_load_with_weights_only(tmp_path):
     torch.save({"conv.weight": torch.zeros(3)}, bad)
     with pytest.raises(ValueError, match="do not fit"):
         build_image_encoder("small_cnn", bad, feature_dim=8)
+
+
+def grating_image(size: int, cycles: float, vertical_stripes: bool, quadrant=None) -> torch.Tensor:
+    """uint8 (1, 3, size, size) grey image with a sinusoidal grating (everywhere, or only in
+    ``quadrant`` = (row half, column half), 0 = top/left)."""
+    t = torch.arange(size, dtype=torch.float32) * (2 * np.pi * cycles / size)
+    wave = torch.sin(t)[None, :].expand(size, size) if vertical_stripes else \
+        torch.sin(t)[:, None].expand(size, size)
+    if quadrant is not None:
+        window = torch.zeros(size, size)
+        half = size // 2
+        window[quadrant[0] * half:(quadrant[0] + 1) * half,
+               quadrant[1] * half:(quadrant[1] + 1) * half] = 1
+        wave = wave * window
+    img = (127.5 + 100 * wave).round().clamp(0, 255).to(torch.uint8)
+    return img.expand(3, size, size)[None].contiguous()
+
+
+def test_gabor_pyramid_is_retinotopic_and_orientation_tuned():
+    encoder = build_image_encoder("gabor")
+    pyramid = encoder.backbone
+    assert isinstance(pyramid, GaborPyramid) and encoder.feature_dim == 272
+    assert count_parameters(encoder, trainable_only=False) == 0 and not encoder.state_dict()
+    n, grid = pyramid.n_filters, pyramid.grid
+
+    def energy(image):  # (scales·orientations, grid rows, grid cols)
+        return encoder(image)[0].view(n + 5, grid, grid)[:n]
+
+    # a grating in the upper-left quadrant drives the upper-left cells, not the others
+    e = energy(grating_image(64, 8, True, quadrant=(0, 0))).sum(0)
+    assert e[:2, :2].min() > 3 * e[2:, 2:].max()
+    # skimage's theta = 0 filter varies along columns: it prefers vertical stripes
+    vertical = energy(grating_image(64, 8, True)).view(3, 4, grid, grid).mean((0, 2, 3))
+    horizontal = energy(grating_image(64, 8, False)).view(3, 4, grid, grid).mean((0, 2, 3))
+    assert vertical.argmax() == 0 and horizontal.argmax() == 2
+    # a uniform image has no energy; features are deterministic and any image size works
+    flat = torch.full((1, 3, 40, 40), 90, dtype=torch.uint8)
+    assert energy(flat).abs().max() < 1e-4
+    images = toy_images(3)
+    assert torch.equal(encoder(images), build_image_encoder("gabor")(images))
 
 
 # -- checkpoints ---------------------------------------------------------------------------------

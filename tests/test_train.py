@@ -191,6 +191,12 @@ def test_frozen_encoder_with_embedding_cache(tmp_path):
     model = predict.load_model(tmp_path / "run" / "model.pt")
     for name, tensor in encoder.backbone.state_dict().items():  # frozen: unchanged by training
         assert torch.equal(model.net.image_encoder.backbone.state_dict()[name], tensor), name
+    # features are standardized with the training images' statistics, kept in the checkpoint
+    train_images = np.unique(pd.read_csv(toy["split"]).query("split == 'train'")["nsd_id"])
+    np.testing.assert_allclose(model.net.feature_mean.numpy(), expected[train_images].mean(0),
+                               rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(model.net.feature_std.numpy(), expected[train_images].std(0, ddof=1),
+                               rtol=1e-4, atol=1e-5)
     from_images = predict.predict_vectors(model, toy["rest"], toy["images"])
     with h5py.File(emb) as h5:
         from_cache = predict.predict_vectors(model, toy["rest"], features=h5["embeddings"][()])

@@ -27,7 +27,8 @@ RES = "4"
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("demo")
-    config = toy_config()
+    # every protocol of Table 4: the paper's split, unseen stimuli, one held-out subject
+    config = toy_config(splits={"unseen_subjects": [1], "n_test": 10})
     proc = run_workflow(workdir, config)
     run_workflow(workdir, config, "--report", "results/report.html")
     return workdir, config, proc
@@ -41,6 +42,9 @@ def test_every_stage_ran_and_table1_has_the_paper_rows(demo):
     table1 = pd.read_csv(workdir / "results/tables/table1.csv")
     assert {"Rest2Visual", "Random", "Resting", "Group mean"} <= set(table1["method"])
     assert (workdir / "results/tables/table1.md").read_text().count("Rest2Visual") >= 1
+    table4 = pd.read_csv(workdir / "results/tables/table4.csv")
+    assert set(table4["protocol"]) == {"paper", "unseen-stimulus", "unseen-subject_sub-01"}
+    assert (workdir / "results/models/unseen-subject_sub-01/model.pt").exists()
     figures = list((workdir / "results/figures").glob("*.png"))
     assert len(figures) >= 5 and all(f.stat().st_size > 10_000 for f in figures)
     report = (workdir / "results/report.html").read_text(errors="replace")

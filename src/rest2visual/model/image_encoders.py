@@ -3,8 +3,12 @@
 The paper does not name its image encoder, so it is a config choice
 (``model.image_encoder``):
 
+- ``gabor``: a fixed Gabor wavelet pyramid (the classic encoding model of early
+  visual cortex, Kay et al. 2008, Nature 452:352) plus colour-opponent and
+  luminance statistics, pooled on a spatial grid: no weights, nothing to
+  download or learn, identical on every machine (the demo default, frozen);
 - ``small_cnn``: a small CNN trained from scratch with the rest of the model
-  (the demo default; needs no download);
+  (needs no download, but learns image features from the training images only);
 - ``resnet18`` / ``resnet50``: torchvision ResNets without their classifier
   (512 / 2048 features), weights from a local state-dict file;
 - ``open_clip:<arch>`` (e.g. ``open_clip:ViT-B-32``): an OpenCLIP image tower,
@@ -23,13 +27,19 @@ import hashlib
 from pathlib import Path
 from typing import Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+#: the Gabor pyramid's input size (pixels): its frequencies are cycles per pixel of this
+GABOR_INPUT_SIZE = 64
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-KNOWN = ("small_cnn", "resnet18", "resnet50", "open_clip:<arch>")
+KNOWN = ("gabor", "small_cnn", "resnet18", "resnet50", "open_clip:<arch>")
+#: encoders with no learnt weights: the same features everywhere, so they can be frozen
+#: (and their features cached) without a weights file
+DETERMINISTIC = ("gabor",)
 
 
 class ImageEncoder(nn.Module):
@@ -79,6 +89,65 @@ class SmallCNN(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x).mean(dim=(2, 3)))
+
+
+class GaborPyramid(nn.Module):
+    """Gabor energy at ``len(frequencies)`` scales × ``orientations`` orientations, plus
+    colour-opponent and luminance statistics, each averaged over a ``grid``×``grid``
+    partition of the image (rows top → bottom = upper → lower visual field).
+
+    Input (B, 3, S, S) RGB in [0, 1] (the :class:`ImageEncoder` scales uint8 and resizes
+    to ``input_size`` pixels first, so the filters' frequencies, in cycles per pixel of
+    that size, mean the same cycles per image for any pack). Per grid cell:
+
+    - energy: ``log1p(|L ∗ G_{f,θ}| / ENERGY_SCALE)`` averaged over the cell, where L is
+      luminance (Rec. 601 weights), G the complex Gabor filter of
+      :func:`skimage.filters.gabor_kernel` (bandwidth 1 octave) and |·| the quadrature-pair
+      energy (the complex-cell model); log1p is the compressive static nonlinearity;
+    - colour: mean and RMS of the opponent channels rg = R − G and yb = (R + G)/2 − B;
+    - luminance: mean L.
+
+    Output (B, feature_dim) float32, ``feature_dim = grid² · (n_scales · n_orientations + 5)``
+    (272 with the defaults). The filters are non-persistent buffers: no parameters, and a
+    checkpoint holds nothing of this encoder.
+    """
+
+    ENERGY_SCALE = 0.002
+
+    def __init__(self, frequencies: Sequence[float] = (0.25, 0.125, 0.0625),
+                 orientations: int = 4, grid: int = 4):
+        super().__init__()
+        from skimage.filters import gabor_kernel
+
+        self.grid = int(grid)
+        kernels = [gabor_kernel(f, theta=np.pi * k / orientations, bandwidth=1)
+                   for f in frequencies for k in range(orientations)]
+        size = max(max(k.shape) for k in kernels)
+        bank = np.zeros((2 * len(kernels), 1, size, size), dtype=np.float32)
+        for i, k in enumerate(kernels):
+            r0, c0 = (size - k.shape[0]) // 2, (size - k.shape[1]) // 2
+            bank[2 * i, 0, r0:r0 + k.shape[0], c0:c0 + k.shape[1]] = k.real
+            bank[2 * i + 1, 0, r0:r0 + k.shape[0], c0:c0 + k.shape[1]] = k.imag
+        self.register_buffer("bank", torch.from_numpy(bank), persistent=False)
+        self.n_filters = len(kernels)
+        self.feature_dim = self.grid ** 2 * (self.n_filters + 5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        r, g, b = x[:, 0:1], x[:, 1:2], x[:, 2:3]
+        lum = 0.299 * r + 0.587 * g + 0.114 * b
+        pad = self.bank.shape[-1] // 2
+        # reflect padding: the image border is not an edge
+        quad = F.conv2d(F.pad(lum - lum.mean(dim=(2, 3), keepdim=True), (pad,) * 4,
+                              mode="reflect"), self.bank)
+        energy = quad.unflatten(1, (self.n_filters, 2)).square().sum(2).sqrt()
+        rg, yb = r - g, 0.5 * (r + g) - b
+        maps = torch.cat([torch.log1p(energy / self.ENERGY_SCALE), rg, yb,
+                          rg.square(), yb.square(), lum], dim=1)
+        pooled = F.adaptive_avg_pool2d(maps, self.grid)  # (B, n_filters + 5, grid, grid)
+        n = self.n_filters
+        pooled = torch.cat([pooled[:, : n + 2], pooled[:, n + 2: n + 4].sqrt(),
+                            pooled[:, n + 4:]], dim=1)
+        return pooled.flatten(1)
 
 
 def weights_sha256(path: str | Path | None) -> str:
@@ -193,6 +262,14 @@ def build_image_encoder(name: str, weights: str | Path | None = None, *,
     file raises FileNotFoundError naming the path.
     """
     name = str(name)
+    if name == "gabor":
+        if weights is not None:
+            raise ValueError("image encoder 'gabor' has no weights: set model.encoder_weights "
+                             f"to null (got {weights!r})")
+        pyramid = GaborPyramid()
+        # filters are defined on [0, 1] RGB: no mean/std normalisation
+        return ImageEncoder(name, pyramid, pyramid.feature_dim, mean=(0.0,) * 3,
+                            std=(1.0,) * 3, input_size=GABOR_INPUT_SIZE)
     if weights is not None and not (name.startswith("open_clip:")):
         require_weights(weights)
     if name == "small_cnn":

@@ -4,10 +4,18 @@ f(z, v) = D_cond(E_vol(z), E_img(v))  (paper Section 3.2):
 
 - ``E_vol``: a 3D convolutional encoder on the rest z-map (1 channel, MNI grid),
   one residual block per level, halving the grid between levels; it keeps the
-  features of every scale for the skip connections.
+  features of every scale for the skip connections. With ``coordinates`` (not in
+  the paper; off by default) three more input channels hold each voxel's position
+  on the grid (x, y, z scaled to [−1, 1]; CoordConv, Liu et al. 2018), so that
+  responses tied to a place in MNI space (retinotopy: left visual field → right
+  hemisphere) need not be inferred from the volume's borders.
 - ``E_img``: an image encoder (:mod:`rest2visual.model.image_encoders`) giving
   ``feature_dim`` features, projected here by a small MLP to the ``embed_dim``
-  conditioning embedding ``e``.
+  conditioning embedding ``e``. A frozen encoder's features are first
+  standardized with the mean and SD of the training images' features
+  (:meth:`Rest2Visual.fit_feature_standardization`, stored in the checkpoint):
+  raw frozen features can share a large common offset and differ in scale by
+  orders of magnitude, and the MLP then barely sees what tells images apart.
 - ``D_cond``: upsampling with skip connections; every decoder block (the
   bottleneck included) normalises with :class:`AdaptiveGroupNorm`, so the image
   enters at every scale as a per-channel scale and shift.
@@ -35,6 +43,7 @@ MODEL_DEFAULTS = {
     "image_encoder": "small_cnn",
     "encoder_weights": None,
     "freeze_image_encoder": False,
+    "coordinates": False,
 }
 
 
@@ -100,15 +109,31 @@ def check_widths(widths: Sequence[int], groups: int) -> list[int]:
     return widths
 
 
-class ConditionalUNet3D(nn.Module):
-    """E_vol + D_cond: rest volume (B,1,X,Y,Z) and embedding (B,embed_dim) → (B,1,X,Y,Z)."""
+def voxel_coordinates(volume: torch.Tensor) -> torch.Tensor:
+    """(B, 3, X, Y, Z) voxel positions of ``volume`` (B, C, X, Y, Z): each axis's index
+    mapped linearly onto [−1, 1], in ``volume``'s dtype, device and memory format."""
+    axes = [torch.linspace(-1.0, 1.0, n, device=volume.device, dtype=volume.dtype)
+            for n in volume.shape[2:]]
+    grid = torch.stack(torch.meshgrid(*axes, indexing="ij"))
+    coords = grid.unsqueeze(0).expand(volume.shape[0], -1, -1, -1, -1)
+    return coords.contiguous(memory_format=torch.channels_last_3d) \
+        if volume.is_contiguous(memory_format=torch.channels_last_3d) else coords
 
-    def __init__(self, widths: Sequence[int], groups: int, embed_dim: int):
+
+class ConditionalUNet3D(nn.Module):
+    """E_vol + D_cond: rest volume (B,1,X,Y,Z) and embedding (B,embed_dim) → (B,1,X,Y,Z).
+
+    ``coordinates``: append the voxel-position channels (module docstring) to the input.
+    """
+
+    def __init__(self, widths: Sequence[int], groups: int, embed_dim: int,
+                 coordinates: bool = False):
         super().__init__()
         widths = check_widths(widths, groups)
         self.widths = widths
         self.levels = len(widths)
-        self.stem = nn.Conv3d(1, widths[0], 3, padding=1)
+        self.coordinates = bool(coordinates)
+        self.stem = nn.Conv3d(4 if self.coordinates else 1, widths[0], 3, padding=1)
         self.enc = nn.ModuleList([ResBlock3d(widths[0], widths[0], groups)])
         self.down = nn.ModuleList()
         for i in range(1, self.levels):
@@ -137,6 +162,8 @@ class ConditionalUNet3D(nn.Module):
             raise ValueError(f"expected rest volumes (B, 1, X, Y, Z), got {tuple(rest.shape)}")
         spatial = rest.shape[2:]
         padded = self.padded_shape(spatial)
+        if self.coordinates:
+            rest = torch.cat([rest, voxel_coordinates(rest)], dim=1)
         # F.pad takes (last-dim-low, last-dim-high, ...) pairs, last axis first
         pad = [p for s, t in zip(reversed(spatial), reversed(padded)) for p in (0, t - s)]
         h = F.pad(rest, pad) if any(pad) else rest
@@ -161,7 +188,7 @@ class Rest2Visual(nn.Module):
     """
 
     def __init__(self, image_encoder: nn.Module, *, widths: Sequence[int], groups: int,
-                 embed_dim: int, freeze_image_encoder: bool = False):
+                 embed_dim: int, freeze_image_encoder: bool = False, coordinates: bool = False):
         super().__init__()
         self.image_encoder = image_encoder
         self.freeze_image_encoder = bool(freeze_image_encoder)
@@ -171,7 +198,23 @@ class Rest2Visual(nn.Module):
         self.image_proj = nn.Sequential(
             nn.Linear(feature_dim, embed_dim), nn.SiLU(), nn.Linear(embed_dim, embed_dim), nn.SiLU()
         )
-        self.unet = ConditionalUNet3D(widths, groups, embed_dim)
+        self.unet = ConditionalUNet3D(widths, groups, embed_dim, coordinates)
+        # identity until fit_feature_standardization; persistent: part of the checkpoint
+        self.register_buffer("feature_mean", torch.zeros(feature_dim))
+        self.register_buffer("feature_std", torch.ones(feature_dim))
+
+    def fit_feature_standardization(self, features: torch.Tensor) -> None:
+        """Set the feature mean and SD from ``features`` (n_images, feature_dim) — the
+        training images' frozen-encoder features, one row per distinct image. Features
+        with SD < 1e-6 of the largest SD are only centred."""
+        features = torch.as_tensor(features, dtype=torch.float64)
+        if features.ndim != 2 or features.shape[1] != self.feature_mean.numel() or len(features) < 2:
+            raise ValueError(f"expected (n ≥ 2, {self.feature_mean.numel()}) image features, "
+                             f"got {tuple(features.shape)}")
+        std = features.std(dim=0)
+        std = torch.where(std > 1e-6 * std.max(), std, torch.ones_like(std))
+        self.feature_mean.copy_(features.mean(dim=0).float())
+        self.feature_std.copy_(std.float())
 
     def train(self, mode: bool = True):
         super().train(mode)
@@ -204,7 +247,7 @@ class Rest2Visual(nn.Module):
             if images is None:
                 raise ValueError("Rest2Visual.forward needs images or cached image features")
             features = self.image_features(images)
-        e = self.image_proj(features.float())
+        e = self.image_proj((features.float() - self.feature_mean) / self.feature_std)
         return self.unet(rest, e)
 
 
@@ -236,7 +279,11 @@ def model_config(model_cfg: dict | None) -> dict:
     cfg["groups"] = int(cfg["groups"])
     cfg["embed_dim"] = int(cfg["embed_dim"])
     cfg["freeze_image_encoder"] = bool(cfg["freeze_image_encoder"])
-    if cfg["freeze_image_encoder"] and cfg["encoder_weights"] is None:
+    cfg["coordinates"] = bool(cfg["coordinates"])
+    from rest2visual.model.image_encoders import DETERMINISTIC
+
+    if (cfg["freeze_image_encoder"] and cfg["encoder_weights"] is None
+            and cfg["image_encoder"] not in DETERMINISTIC):
         # a frozen randomly initialised encoder could not be rebuilt identically for the
         # embedding cache and for prediction
         raise ValueError("model.freeze_image_encoder is true but model.encoder_weights is null: "
@@ -259,4 +306,5 @@ def build_model(model_cfg: dict | None, *, load_encoder_weights: bool = True) ->
         feature_dim=cfg["embed_dim"],
     )
     return Rest2Visual(encoder, widths=cfg["widths"], groups=cfg["groups"],
-                       embed_dim=cfg["embed_dim"], freeze_image_encoder=cfg["freeze_image_encoder"])
+                       embed_dim=cfg["embed_dim"], freeze_image_encoder=cfg["freeze_image_encoder"],
+                       coordinates=cfg["coordinates"])

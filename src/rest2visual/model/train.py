@@ -159,7 +159,10 @@ class _Trainer:
         self.val_loader = make_loader(val_set, tcfg["batch_size"], shuffle=False,
                                       num_workers=workers, seed=int(tcfg["seed"]) + ctx.rank)
         self.n_train = len(train_rows)
-        self.model = build_model(cfg["model"]).to(ctx.device)
+        self.model = build_model(cfg["model"])
+        if self.model.freeze_image_encoder:
+            self.model.fit_feature_standardization(training_image_features(self.model, train_set))
+        self.model.to(ctx.device)
         # scatter straight into the network's padded box (its own padding is then a no-op)
         self.scatter = VolumeScatter(self.mask, pad_to=self.model.unet.multiple).to(ctx.device)
         if self.cuda:
@@ -271,6 +274,23 @@ class _Trainer:
         writer.writerows({k: row[k] for k in LOG_COLUMNS} for row in self.history)
         with atomic_path(self.out_dir / "train_log.csv") as tmp:
             tmp.write_text(buf.getvalue())
+
+
+def training_image_features(model, dataset, batch_size: int = 64) -> torch.Tensor:
+    """(n_images, feature_dim) frozen-encoder features of the distinct images of
+    ``dataset``'s rows (a :class:`TripletDataset`): from its embedding cache when it has
+    one, else computed on CPU from the pack's images."""
+    image_rows = np.unique(dataset.image_row[dataset.rows])
+    if dataset.embeddings is not None:
+        return torch.from_numpy(np.asarray(dataset.embeddings[image_rows], dtype=np.float32))
+    import h5py
+
+    out = []
+    with h5py.File(dataset.pack.path, "r") as h5, torch.no_grad():
+        for start in range(0, len(image_rows), batch_size):
+            block = h5["images"][image_rows[start:start + batch_size]]
+            out.append(model.image_features(torch.from_numpy(block).permute(0, 3, 1, 2).contiguous()))
+    return torch.cat(out)
 
 
 def check_embeddings(path, model_cfg: dict) -> None:
