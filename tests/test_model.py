@@ -16,7 +16,7 @@ from rest2visual.model.checkpoint import (load_checkpoint, rng_state, save_check
                                           save_model_file, set_rng_state)
 from rest2visual.model.image_encoders import GaborPyramid, SmallCNN, build_image_encoder
 from rest2visual.model.network import (ConditionalUNet3D, build_model, count_parameters,
-                                       model_config, parameter_summary, voxel_coordinates)
+                                       model_config, parameter_summary)
 
 TOY_MODEL = {"widths": [4, 8, 16], "groups": 4, "embed_dim": 8}
 GRID_SHAPE = (11, 13, 11)
@@ -79,24 +79,6 @@ def test_channels_last_layout_keeps_the_function():
         after = model(rest.contiguous(memory_format=torch.channels_last_3d), images=images)
     assert model.unet.stem.weight.is_contiguous(memory_format=torch.channels_last_3d)
     torch.testing.assert_close(after, before, rtol=1e-5, atol=1e-5)
-
-
-def test_coordinate_channels():
-    volume = torch.zeros(2, 1, 5, 7, 3)
-    coords = voxel_coordinates(volume)
-    assert coords.shape == (2, 3, 5, 7, 3)
-    assert torch.equal(coords[0, 0, :, 0, 0], torch.linspace(-1, 1, 5))
-    assert torch.equal(coords[1, 1, 0, :, 2], torch.linspace(-1, 1, 7))
-    assert torch.equal(coords[0, 2, 4, 6, :], torch.linspace(-1, 1, 3))
-    assert not model_config(TOY_MODEL)["coordinates"]  # the paper's network by default
-    plain, placed = build_model(TOY_MODEL), build_model({**TOY_MODEL, "coordinates": True})
-    assert plain.unet.stem.in_channels == 1 and placed.unet.stem.in_channels == 4
-    # a constant rest map gives a position-dependent prediction only through the coordinates
-    rest, images = torch.zeros(1, 1, *GRID_SHAPE), toy_images(1)
-    torch.nn.init.normal_(placed.unet.head.weight)
-    with torch.no_grad():
-        out = placed(rest, images)
-    assert out.shape == rest.shape and not torch.allclose(out[..., 2:4, 2:4, 2:4], out[..., 6:8, 6:8, 6:8])
 
 
 def test_feature_standardization():

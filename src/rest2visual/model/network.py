@@ -4,11 +4,7 @@ f(z, v) = D_cond(E_vol(z), E_img(v))  (paper Section 3.2):
 
 - ``E_vol``: a 3D convolutional encoder on the rest z-map (1 channel, MNI grid),
   one residual block per level, halving the grid between levels; it keeps the
-  features of every scale for the skip connections. With ``coordinates`` (not in
-  the paper; off by default) three more input channels hold each voxel's position
-  on the grid (x, y, z scaled to [−1, 1]; CoordConv, Liu et al. 2018), so that
-  responses tied to a place in MNI space (retinotopy: left visual field → right
-  hemisphere) need not be inferred from the volume's borders.
+  features of every scale for the skip connections.
 - ``E_img``: an image encoder (:mod:`rest2visual.model.image_encoders`) giving
   ``feature_dim`` features, projected here by a small MLP to the ``embed_dim``
   conditioning embedding ``e``. A frozen encoder's features are first
@@ -43,7 +39,6 @@ MODEL_DEFAULTS = {
     "image_encoder": "small_cnn",
     "encoder_weights": None,
     "freeze_image_encoder": False,
-    "coordinates": False,
 }
 
 
@@ -109,31 +104,15 @@ def check_widths(widths: Sequence[int], groups: int) -> list[int]:
     return widths
 
 
-def voxel_coordinates(volume: torch.Tensor) -> torch.Tensor:
-    """(B, 3, X, Y, Z) voxel positions of ``volume`` (B, C, X, Y, Z): each axis's index
-    mapped linearly onto [−1, 1], in ``volume``'s dtype, device and memory format."""
-    axes = [torch.linspace(-1.0, 1.0, n, device=volume.device, dtype=volume.dtype)
-            for n in volume.shape[2:]]
-    grid = torch.stack(torch.meshgrid(*axes, indexing="ij"))
-    coords = grid.unsqueeze(0).expand(volume.shape[0], -1, -1, -1, -1)
-    return coords.contiguous(memory_format=torch.channels_last_3d) \
-        if volume.is_contiguous(memory_format=torch.channels_last_3d) else coords
-
-
 class ConditionalUNet3D(nn.Module):
-    """E_vol + D_cond: rest volume (B,1,X,Y,Z) and embedding (B,embed_dim) → (B,1,X,Y,Z).
+    """E_vol + D_cond: rest volume (B,1,X,Y,Z) and embedding (B,embed_dim) → (B,1,X,Y,Z)."""
 
-    ``coordinates``: append the voxel-position channels (module docstring) to the input.
-    """
-
-    def __init__(self, widths: Sequence[int], groups: int, embed_dim: int,
-                 coordinates: bool = False):
+    def __init__(self, widths: Sequence[int], groups: int, embed_dim: int):
         super().__init__()
         widths = check_widths(widths, groups)
         self.widths = widths
         self.levels = len(widths)
-        self.coordinates = bool(coordinates)
-        self.stem = nn.Conv3d(4 if self.coordinates else 1, widths[0], 3, padding=1)
+        self.stem = nn.Conv3d(1, widths[0], 3, padding=1)
         self.enc = nn.ModuleList([ResBlock3d(widths[0], widths[0], groups)])
         self.down = nn.ModuleList()
         for i in range(1, self.levels):
@@ -162,8 +141,6 @@ class ConditionalUNet3D(nn.Module):
             raise ValueError(f"expected rest volumes (B, 1, X, Y, Z), got {tuple(rest.shape)}")
         spatial = rest.shape[2:]
         padded = self.padded_shape(spatial)
-        if self.coordinates:
-            rest = torch.cat([rest, voxel_coordinates(rest)], dim=1)
         # F.pad takes (last-dim-low, last-dim-high, ...) pairs, last axis first
         pad = [p for s, t in zip(reversed(spatial), reversed(padded)) for p in (0, t - s)]
         h = F.pad(rest, pad) if any(pad) else rest
@@ -188,7 +165,7 @@ class Rest2Visual(nn.Module):
     """
 
     def __init__(self, image_encoder: nn.Module, *, widths: Sequence[int], groups: int,
-                 embed_dim: int, freeze_image_encoder: bool = False, coordinates: bool = False):
+                 embed_dim: int, freeze_image_encoder: bool = False):
         super().__init__()
         self.image_encoder = image_encoder
         self.freeze_image_encoder = bool(freeze_image_encoder)
@@ -198,7 +175,7 @@ class Rest2Visual(nn.Module):
         self.image_proj = nn.Sequential(
             nn.Linear(feature_dim, embed_dim), nn.SiLU(), nn.Linear(embed_dim, embed_dim), nn.SiLU()
         )
-        self.unet = ConditionalUNet3D(widths, groups, embed_dim, coordinates)
+        self.unet = ConditionalUNet3D(widths, groups, embed_dim)
         # identity until fit_feature_standardization; persistent: part of the checkpoint
         self.register_buffer("feature_mean", torch.zeros(feature_dim))
         self.register_buffer("feature_std", torch.ones(feature_dim))
@@ -279,7 +256,6 @@ def model_config(model_cfg: dict | None) -> dict:
     cfg["groups"] = int(cfg["groups"])
     cfg["embed_dim"] = int(cfg["embed_dim"])
     cfg["freeze_image_encoder"] = bool(cfg["freeze_image_encoder"])
-    cfg["coordinates"] = bool(cfg["coordinates"])
     from rest2visual.model.image_encoders import DETERMINISTIC
 
     if (cfg["freeze_image_encoder"] and cfg["encoder_weights"] is None
@@ -306,5 +282,4 @@ def build_model(model_cfg: dict | None, *, load_encoder_weights: bool = True) ->
         feature_dim=cfg["embed_dim"],
     )
     return Rest2Visual(encoder, widths=cfg["widths"], groups=cfg["groups"],
-                       embed_dim=cfg["embed_dim"], freeze_image_encoder=cfg["freeze_image_encoder"],
-                       coordinates=cfg["coordinates"])
+                       embed_dim=cfg["embed_dim"], freeze_image_encoder=cfg["freeze_image_encoder"])
