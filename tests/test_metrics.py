@@ -21,7 +21,7 @@ from rest2visual.evaluate.metrics import (
 from rest2visual.evaluate.noise_ceiling import (
     noise_ceiling, noise_normalized_accuracy, summarize_noise_normalized,
 )
-from rest2visual.evaluate.stats import cnr, snr, ttest_two_sided
+from rest2visual.evaluate.stats import cnr, paired_comparisons, snr, ttest_two_sided
 from rest2visual.evaluate.tables import (
     markdown_table, pivot_mean_std, summarize, write_table1, write_table3, write_table4,
 )
@@ -251,6 +251,31 @@ def test_ttest_two_sided(rng):
 
 
 # ---------------------------------------------------------------- noise ceiling
+
+def test_paired_comparisons_match_the_t_formula(rng, tmp_path):
+    from rest2visual.evaluate.tables import write_comparisons
+
+    n = 40
+    ref = rng.normal(0.3, 0.1, n)
+    others = {"Group mean": ref - rng.normal(0.05, 0.05, n), "noise image": ref + rng.normal(0, 0.1, n)}
+    rows = [{"method": m, "region": r, "metric": "pearson", "sample": i, "value": v[i] + (r == "VC")}
+            for r in ("FB", "VC") for m, v in {"Rest2Visual": ref, **others}.items() for i in range(n)]
+    rows.append({"method": "Rest2Visual", "region": "FB", "metric": "rsa", "sample": 0, "value": 0.5})
+    scores = pd.DataFrame(rows).sample(frac=1, random_state=0)  # row order must not matter
+    table = paired_comparisons(scores, "Rest2Visual")
+    assert sorted(zip(table["region"], table["method"])) == [
+        ("FB", "Group mean"), ("FB", "noise image"), ("VC", "Group mean"), ("VC", "noise image")]
+    for _, row in table.iterrows():
+        d = ref - others[row["method"]]
+        t = d.mean() / (d.std(ddof=1) / np.sqrt(n))  # the paired t statistic by hand
+        assert row["t"] == pytest.approx(t, rel=1e-9) and row["n"] == n
+        assert row["mean_difference"] == pytest.approx(d.mean())
+        assert row["p"] == pytest.approx(2 * stats.t.sf(abs(t), n - 1), rel=1e-6)
+    write_comparisons(table, tmp_path / "c.csv", tmp_path / "c.md", reference="Rest2Visual")
+    assert "Δ Pearson (Rest2Visual − method)" in (tmp_path / "c.md").read_text()
+    with pytest.raises(InputError, match="no pearson scores of 'Ridge'"):
+        paired_comparisons(scores, "Ridge")
+
 
 def test_noise_ceiling_matches_formula_loop(rng):
     ncsnr = rng.uniform(0, 2, 50)

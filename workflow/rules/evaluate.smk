@@ -11,8 +11,8 @@ EVALUATION_FILES = {
     "table1": "table1.csv", "table1_md": "table1.md", "table3": "table3.csv", "table3_md": "table3.md",
     "meta": "meta.json",
 }
-TABLES_MD = {f"{t}_md": f"{TABLES}/{t}.md" for t in ("table1", "table3", "table4")}
-TABLES_CSV = {t: f"{TABLES}/{t}.csv" for t in ("table1", "table3", "table4")}
+TABLES_MD = {f"{t}_md": f"{TABLES}/{t}.md" for t in ("table1", "table3", "table4", "comparisons")}
+TABLES_CSV = {t: f"{TABLES}/{t}.csv" for t in ("table1", "table3", "table4", "comparisons")}
 FIGURE_FILES = {
     "fig1": ("fig1_predicted-vs-measured.png", "fig1.rst"),
     "fig3": ("fig3_snr-cnr.png", "fig3.rst"),

@@ -322,13 +322,16 @@ def write_csv(frame: pd.DataFrame, path) -> None:
 
 
 def write_protocol_tables(scores: pd.DataFrame, out_dir) -> None:
-    """Table 1 (FB, VC) and Table 3 (V1..V5 Pearson) of one protocol's scores into ``out_dir``."""
+    """Table 1 (FB, VC), Table 3 (V1..V5 Pearson) and the paired comparisons (FB, VC
+    Pearson) of one protocol's scores into ``out_dir``."""
     out_dir = Path(out_dir)
     tables.write_table1(scores[scores["region"].isin(["FB", "VC"])], out_dir / "table1.csv",
                         out_dir / "table1.md")
     roi = scores[scores["region"].isin(list(metrics.VISUAL_ROIS.values())) & (scores["metric"] == "pearson")]
     summary = tables.summarize(roi, ["method", "region"]).rename(columns={"region": "roi"})
     tables.write_table3(summary, out_dir / "table3.csv", out_dir / "table3.md")
+    tables.write_comparisons(stats.paired_comparisons(scores, MODEL), out_dir / "comparisons.csv",
+                             out_dir / "comparisons.md", reference=MODEL)
 
 
 def evaluate(ev: Evaluation, out_dir, shared_csv, *, min_shared_images: int = 5,

@@ -15,6 +15,7 @@ response lies above the brain's mean, in units of the ROI's spatial SD".
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 from scipy import stats
 
 from rest2visual.checks import InputError
@@ -93,3 +94,36 @@ def ttest_two_sided(a, b, *, paired: bool) -> tuple[float, float]:
     else:
         res = stats.ttest_ind(a, b, equal_var=False)
     return float(res.statistic), float(res.pvalue)
+
+
+def paired_comparisons(scores: pd.DataFrame, reference: str, *, metric: str = "pearson",
+                       regions=("FB", "VC")) -> pd.DataFrame:
+    """``reference`` against every other method on the same test samples, per region.
+
+    ``scores``: long table with columns method, region, metric, sample, value (one row
+    per test sample and method). Returns one row per (region, method ≠ reference):
+    ``mean_difference`` and ``std_difference`` (ddof=0) of reference − method over the
+    samples both scored, the paired two-sided t-test's ``t`` and ``p``
+    (:func:`ttest_two_sided`) and ``n``. Methods without per-sample values of ``metric``
+    (e.g. RSA, one value per set) are left out.
+    """
+    sub = scores[(scores["metric"] == metric) & scores["region"].isin(regions)]
+    if reference not in set(sub["method"]):
+        raise InputError(f"paired comparisons: no {metric} scores of {reference!r}")
+    wide = sub.pivot_table(index=["region", "sample"], columns="method", values="value",
+                           sort=False)
+    rows = []
+    for region in [r for r in regions if r in wide.index.get_level_values("region")]:
+        block = wide.xs(region, level="region")
+        for method in [m for m in sub["method"].unique() if m != reference]:
+            both = block[[reference, method]].dropna()
+            if len(both) < 2:
+                continue
+            diff = both[reference] - both[method]
+            t, p = ttest_two_sided(both[reference], both[method], paired=True)
+            rows.append({"region": region, "method": method, "metric": metric,
+                         "mean_difference": float(diff.mean()),
+                         "std_difference": float(diff.std(ddof=0)), "t": t, "p": p,
+                         "n": len(both)})
+    return pd.DataFrame(rows, columns=["region", "method", "metric", "mean_difference",
+                                       "std_difference", "t", "p", "n"])

@@ -8,7 +8,9 @@ tidy summary and the Markdown pivots it into the paper's layout:
 
 - Table 1: method × {Pearson, RSA, MAE, SSIM} for each region (full brain, visual cortex);
 - Table 3: method × ROI (V1–V5) Pearson, from :func:`~rest2visual.evaluate.metrics.per_roi`;
-- Table 4: generalisation protocol × metrics.
+- Table 4: generalisation protocol × metrics;
+- comparisons: Rest2Visual minus each other method, per region, with a paired t-test
+  (:func:`~rest2visual.evaluate.stats.paired_comparisons`; not in the paper).
 
 Cells read "mean ± std"; a set-level score such as RSA (one value) has no ±.
 Both files are written atomically.
@@ -137,3 +139,25 @@ def write_table4(scores: pd.DataFrame, csv_path, md_path, digits: int = 3) -> pd
                 title="Table 4. Generalisation: accuracy per evaluation protocol "
                       "(mean ± std over test samples).")
     return summary
+
+
+def write_comparisons(comparisons: pd.DataFrame, csv_path, md_path, *, reference: str,
+                      digits: int = 3) -> pd.DataFrame:
+    """The paired comparisons (``stats.paired_comparisons`` output) as CSV and Markdown."""
+    metric = METRIC_NAMES.get(str(comparisons["metric"].iloc[0]), "score") if len(comparisons) else "score"
+    table = pd.DataFrame({
+        "region": comparisons["region"], "method": comparisons["method"],
+        f"Δ {metric} ({reference} − method)": [
+            _format(m, s, n, digits) for m, s, n in zip(comparisons["mean_difference"],
+                                                         comparisons["std_difference"],
+                                                         comparisons["n"])],
+        "t": comparisons["t"].map(lambda v: f"{v:.2f}"),
+        "p (paired, two-sided)": comparisons["p"].map(lambda v: f"{v:.2g}"),
+        "n": comparisons["n"]}).set_index(["region", "method"])
+    with atomic_path(csv_path) as tmp:
+        comparisons.to_csv(tmp, index=False)
+    with atomic_path(md_path) as tmp:
+        tmp.write_text(f"Paired comparisons: {reference} against every other method on the same "
+                       "test samples (mean ± std of the per-sample difference; paired two-sided "
+                       "t-test).\n\n" + markdown_table(table), encoding="utf-8")
+    return comparisons
