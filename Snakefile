@@ -2,7 +2,9 @@
 # → HDF5 triplets → Rest2Visual training → evaluation, figures and report.
 # Stage logic lives in the rest2visual package; each rule file below is thin glue.
 
-from snakemake.utils import min_version, validate
+from snakemake.utils import min_version
+
+from rest2visual.config import ConfigError, validate_config
 
 min_version("9.0")
 
@@ -11,7 +13,12 @@ min_version("9.0")
 configfile: f"{workflow.basedir}/config/config.yaml"
 
 
-validate(config, "workflow/schemas/config.schema.yaml", set_default=True)
+# the package's schema (rest2visual/config.schema.yaml): unknown keys and wrong types stop
+# the run with one line naming the key; defaults are filled in from the schema
+try:
+    validate_config(config)
+except ConfigError as exc:  # one line, no traceback of the Snakefile
+    raise SystemExit(f"rest2visual: error: {exc}") from None
 
 
 report: "workflow/report/workflow.rst"

@@ -153,7 +153,7 @@ def sequential_read(path, n_bytes: int) -> float:
 
 def random_read(path, n_samples: int, num_workers: int, seed: int) -> tuple[float, int]:
     """(seconds, samples) to load ≥ n_samples shuffled triplets, after the first batch."""
-    from rest2visual.dataset.loader import TripletDataset, make_loader
+    from rest2visual.model.loader import TripletDataset, make_loader
 
     loader = make_loader(TripletDataset(path), 32, shuffle=True, num_workers=num_workers,
                          seed=seed, pin_memory=False)

@@ -136,7 +136,7 @@ def write_pack(path: Path, grid, n_trials: int, image_size: int, n_rest: int = 8
 
 
 def loader_batches(pack: Path, batch: int, workers: int):
-    from rest2visual.dataset.loader import TripletDataset, make_loader
+    from rest2visual.model.loader import TripletDataset, make_loader
 
     dataset = TripletDataset(pack)
     loader = make_loader(dataset, batch, shuffle=True, num_workers=workers, seed=0, drop_last=True)
@@ -167,7 +167,7 @@ def main(argv=None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    from rest2visual.dataset.loader import VolumeScatter
+    from rest2visual.model.loader import VolumeScatter
     from rest2visual.maskvec import MaskedGrid
     from rest2visual.model.distributed import resolve_device
     from rest2visual.model.network import build_model, count_parameters

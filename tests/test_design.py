@@ -1,4 +1,8 @@
-"""Reading NSD's experiment design (rest2visual.nsd.design) on hand-made .mat files."""
+"""Reading NSD's experiment design (rest2visual.nsd.design) on hand-made .mat files in NSD's layout.
+
+The designs here have NSD's shapes (``masterordering`` 1 × 30000, ``subjectim`` 8 × 10000,
+``sharedix`` 1 × 1000) so the session stride (750) is exercised as on the real file.
+"""
 
 from __future__ import annotations
 
@@ -7,66 +11,92 @@ import pytest
 from scipy.io import savemat
 
 from rest2visual.checks import InputError
-from rest2visual.nsd.design import FIELDS, load_expdesign, trial_nsd_ids, trial_table
+from rest2visual.nsd.design import (FIELDS, experiment_trials, load_expdesign, trial_nsd_ids,
+                                    trial_table)
 
-T = 4  # trials per session in the toy design (3 sessions)
-SHARED = [50, 10]  # 73k ids (1-based) of the shared images, in list order
-MASTER = [1, 3, 2, 4, 5, 1, 6, 3, 2, 1, 4, 5]
+N_LIST, N_SHARED, N_TRIALS = 10_000, 1_000, 30_000
 
 
 def _subjectim() -> np.ndarray:
-    rows = [SHARED + [1000 + 10 * s + j for j in range(1, 5)] for s in range(8)]
-    return np.array(rows, dtype=float)
+    """8 × 10000 73k ids (1-based): 1000 shared (ids 70001.., reversed), then 9000 per subject."""
+    shared = np.arange(70_000 + N_SHARED, 70_000, -1)
+    rows = [np.concatenate([shared, 1 + s * 9000 + np.arange(N_LIST - N_SHARED)])
+            for s in range(8)]
+    return np.stack(rows).astype(float)
+
+
+def _masterordering() -> np.ndarray:
+    """Each list entry shown 3 times, in a fixed pseudo-random order (1-based)."""
+    rng = np.random.default_rng(7)
+    return np.concatenate([rng.permutation(N_LIST) + 1 for _ in range(3)]).astype(float)
+
+
+MASTER = _masterordering()
+SUBJECTIM = _subjectim()
 
 
 def _write(path, **override):
-    fields = {"masterordering": np.array([MASTER], dtype=float), "subjectim": _subjectim(),
-              "sharedix": np.array([sorted(SHARED)], dtype=float)}
+    fields = {"masterordering": MASTER[None], "subjectim": SUBJECTIM,
+              "sharedix": np.sort(SUBJECTIM[0, :N_SHARED])[None]}
     fields.update(override)
     savemat(path, {k: v for k, v in fields.items() if v is not None})
     return path
 
 
-@pytest.fixture
-def design_path(tmp_path):
-    return _write(tmp_path / "nsd_expdesign.mat")
+@pytest.fixture(scope="module")
+def design_path(tmp_path_factory):
+    return _write(tmp_path_factory.mktemp("design") / "nsd_expdesign.mat")
+
+
+def _by_formula(subject: int, session: int, trial: int) -> int:
+    """NSD's formula written out: k = (s − 1)·750 + (i − 1), 0-based 73k id."""
+    k = (session - 1) * 750 + (trial - 1)
+    return int(SUBJECTIM[subject - 1, int(MASTER[k]) - 1]) - 1
 
 
 def test_loads_nsd_shapes_one_based(design_path):
     d = load_expdesign(design_path)
-    assert d.masterordering.shape == (12,) and d.masterordering.dtype == np.int64
-    assert d.subjectim.shape == (8, 6)
-    assert d.sharedix.tolist() == [10, 50] and d.n_shared == 2
+    assert d.masterordering.shape == (N_TRIALS,) and d.masterordering.dtype == np.int64
+    assert d.subjectim.shape == (8, N_LIST)
+    assert d.sharedix.shape == (N_SHARED,) and d.n_shared == N_SHARED
 
 
-def test_trial_ids_follow_nsd_formula(design_path):
+def test_real_size_arithmetic_last_trial_of_subject8_session30(design_path):
     d = load_expdesign(design_path)
-    sim = _subjectim().astype(int)
-    for subject in (1, 5, 8):
-        for session in (1, 2, 3):
-            expected = []
-            for i in range(1, T + 1):  # NSD: k = (s − 1)·T + (i − 1), 0-based id
-                k = (session - 1) * T + (i - 1)
-                expected.append(sim[subject - 1][MASTER[k] - 1] - 1)
-            assert trial_nsd_ids(d, subject, session, T).tolist() == expected
+    assert experiment_trials(30, 750)[-1] == 29 * 750 + 749 == 22_499
+    assert trial_nsd_ids(d, 8, 30)[-1] == _by_formula(8, 30, 750)
+    assert trial_table(d, 8, 30).iloc[-1]["nsd_id"] == _by_formula(8, 30, 750)
+
+
+@pytest.mark.parametrize("n_trials", [40, 150, 750])
+def test_stride_is_750_whatever_the_number_of_trials(design_path, n_trials):
+    # a betas file with n_trials < 750 holds the session's first n_trials trials
+    d = load_expdesign(design_path)
+    for subject, session in ((1, 1), (5, 21), (8, 30), (2, 40)):
+        expected = [_by_formula(subject, session, i) for i in range(1, n_trials + 1)]
+        assert trial_nsd_ids(d, subject, session, n_trials).tolist() == expected
+        full = trial_nsd_ids(d, subject, session)
+        assert full[:n_trials].tolist() == expected
 
 
 def test_trial_table_shared_and_repeats(design_path):
-    table = trial_table(load_expdesign(design_path), 2, 3, T)
+    d = load_expdesign(design_path)
+    table = trial_table(d, 2, 21, 40)
     assert list(table.columns) == ["subject", "session", "trial", "nsd_id", "shared", "repeat"]
-    assert table["trial"].tolist() == [1, 2, 3, 4]
-    # session 3 shows list entries 2, 1, 4, 5: entries 1 and 2 are the shared images
-    assert table["shared"].tolist() == [True, True, False, False]
-    assert table["nsd_id"].tolist() == [9, 49, 1011, 1012]  # subject 2: 1010 + j, 0-based
-    # entry 2 was shown at k=2 before; entry 1 at k=0 and k=5; entries 4, 5 once each
-    assert table["repeat"].tolist() == [1, 2, 1, 1]
-    first = trial_table(load_expdesign(design_path), 2, 1, T)
-    assert first["repeat"].tolist() == [0, 0, 0, 0]
+    assert table["trial"].tolist() == list(range(1, 41))
+    k = 20 * 750 + np.arange(40)
+    assert table["shared"].tolist() == (MASTER[k] <= N_SHARED).tolist()
+    assert table["shared"].tolist() == (table["nsd_id"] >= 70_000).tolist()
+    # repeat: earlier showings of the same list entry over the whole experiment
+    expected = [int(np.sum(MASTER[:kk] == MASTER[kk])) for kk in k]
+    assert table["repeat"].tolist() == expected
+    assert trial_table(d, 2, 1, 40)["repeat"].tolist() == [
+        int(np.sum(MASTER[:kk] == MASTER[kk])) for kk in range(40)]
 
 
 def test_column_vector_fields_accepted(tmp_path):
-    path = _write(tmp_path / "d.mat", masterordering=np.array(MASTER, dtype=float)[:, None])
-    assert load_expdesign(path).masterordering.shape == (12,)
+    path = _write(tmp_path / "d.mat", masterordering=MASTER[:, None])
+    assert load_expdesign(path).masterordering.shape == (N_TRIALS,)
 
 
 @pytest.mark.parametrize("field", FIELDS)
@@ -77,13 +107,19 @@ def test_missing_field_names_file_and_field(tmp_path, field):
     assert str(path) in str(err.value) and field in str(err.value)
 
 
+def _replace(arr, index, value):
+    out = arr.copy()
+    out[index] = value
+    return out
+
+
 @pytest.mark.parametrize("override, expected", [
-    ({"subjectim": _subjectim()[:7]}, "8 × m"),
-    ({"masterordering": np.array([MASTER + [7]], dtype=float)}, "list entry 7"),
-    ({"masterordering": np.array([[0] + MASTER[1:]], dtype=float)}, "1-based"),
-    ({"masterordering": np.array([[1.5] + MASTER[1:]], dtype=float)}, "whole numbers"),
-    ({"sharedix": np.array([[10, 51]], dtype=float)}, "shared"),
-    ({"sharedix": np.arange(1, 8, dtype=float)[None]}, "more than"),
+    ({"subjectim": SUBJECTIM[:7]}, "8 × m"),
+    ({"masterordering": MASTER[None, :40 * 40]}, "30000"),
+    ({"masterordering": _replace(MASTER, 5, N_LIST + 1)[None]}, "list entry 10001"),
+    ({"masterordering": _replace(MASTER, 0, 0)[None]}, "1-based"),
+    ({"masterordering": _replace(MASTER, 0, 1.5)[None]}, "whole numbers"),
+    ({"sharedix": _replace(np.sort(SUBJECTIM[0, :N_SHARED]), 0, 5.0)[None]}, "shared"),
 ])
 def test_inconsistent_design_rejected(tmp_path, override, expected):
     path = _write(tmp_path / "bad.mat", **override)
@@ -101,10 +137,11 @@ def test_unreadable_or_missing_file(tmp_path):
         load_expdesign(tmp_path / "absent.mat")
 
 
-def test_session_beyond_design_and_bad_subject(design_path):
+def test_session_or_trials_beyond_nsd_and_bad_subject(design_path):
     d = load_expdesign(design_path)
-    with pytest.raises(InputError, match="session 4") as err:
-        trial_nsd_ids(d, 1, 4, T)
-    assert str(design_path) in str(err.value)
+    with pytest.raises(ValueError, match="session 41"):
+        trial_nsd_ids(d, 1, 41)
+    with pytest.raises(ValueError, match="751"):
+        trial_nsd_ids(d, 1, 1, 751)
     with pytest.raises(ValueError, match="subject 9"):
-        trial_table(d, 9, 1, T)
+        trial_table(d, 9, 1)

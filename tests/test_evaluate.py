@@ -30,7 +30,8 @@ TINY_MODEL = {"widths": [4, 8], "groups": 4, "embed_dim": 8}
 SUBJECTS, SESSIONS, TRIALS = (1, 2, 3), (21, 22), 20
 N_IMAGES, N_SHARED = 36, 12
 OUTPUTS = ("scores.csv", "predictions.h5", "snr_cnr.csv", "intersubject.csv", "decoding.csv",
-           "noise_ceiling.csv", "table1.csv", "table1.md", "table3.csv", "table3.md", "meta.json")
+           "noise_ceiling.csv", "table1.csv", "table1.md", "table3.csv", "table3.md",
+           "comparisons.csv", "comparisons.md", "meta.json")
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -127,6 +128,10 @@ def test_evaluate_writes_every_output(world):
     for name in OUTPUTS:
         assert (out / name).is_file() and (out / name).stat().st_size > 0, name
     assert not list(out.glob(".*tmp-*"))  # no partial files left behind
+    # what evaluate writes is exactly what the workflow declares (rest2visual.evaluate.names)
+    from rest2visual.evaluate.names import EVALUATION_FILES
+
+    assert sorted(p.name for p in out.iterdir()) == sorted(EVALUATION_FILES.values()) == sorted(OUTPUTS)
     scores = pd.read_csv(out / "scores.csv")
     test_rows = run.split_rows(world["trials"], world["split"], "test")
     n_test = len(test_rows)
@@ -248,6 +253,10 @@ def test_tables_gather_protocols(world, tmp_path):
     text = (tmp_path / "tables" / "table4.md").read_text()
     assert "| unseen-stimulus" in text and "Pearson (FB)" in text
     assert (tmp_path / "tables" / "table1.md").read_text() == (world["out"] / "table1.md").read_text()
+    from rest2visual.evaluate.names import TABLES  # the files the tables rule declares
+
+    assert sorted(p.name for p in (tmp_path / "tables").iterdir()) == sorted(
+        name for pair in TABLES.values() for name in pair)
     assert run.main(["tables", "--scores", scores[1], "--out-dir", str(tmp_path / "t2")]) == 1
 
 
@@ -362,6 +371,7 @@ def test_figures_render(world, tmp_path):
             "--atlas", str(world["atlas"]), "--template", str(template), "--train-log", str(log),
             "--out-dir", str(tmp_path / "figures")]
     assert make.main(args) == 0
+    assert sorted(p.name for p in (tmp_path / "figures").iterdir()) == sorted(make.FIGURES.values())
     sizes = {"fig1": (13, 8.6), "fig3": (11, 4.2), "fig4": (14, 4.6), "fig5": (12, 6.2), "fig6": (7.5, 10.4),
              "training": (10, 3.8)}
     for key, name in make.FIGURES.items():

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from rest2visual.checks import InputError
-from rest2visual.dataset.loader import (TripletDataset, VolumeScatter, make_loader,
+from rest2visual.model.loader import (TripletDataset, VolumeScatter, make_loader,
                                         split_rows)
 from rest2visual.dataset.pack import TRIAL_COLUMNS, Pack, write_pack
 from rest2visual.dataset.splits import make_splits, write_splits

@@ -377,3 +377,14 @@ def test_noise_ablation_inputs(model_file):
     np.testing.assert_array_equal(a, b)  # seeded
     with pytest.raises(ValueError, match="unknown ablation"):
         predict.ablation_inputs(rest, images, ablation="shuffle")
+
+
+def test_checkpoint_bytes_depend_only_on_the_payload(tmp_path):
+    """Two saves of one payload under different names give the same bytes (reproducible
+    model.pt): torch names the zip's root folder after a path, here never the temp name."""
+    from rest2visual.model.checkpoint import save_checkpoint
+
+    payload = {"model": {"w": torch.arange(6.0).reshape(2, 3)}, "config": {"seed": 0}}
+    a = save_checkpoint(payload, tmp_path / "a" / "model.pt")
+    b = save_checkpoint(payload, tmp_path / "b" / "last.pt")
+    assert a.read_bytes() == b.read_bytes()

@@ -29,8 +29,6 @@ def make_world(root: Path, *, shape=(9, 11, 9), tps=20, n_images=60, image_px=40
 
     Bad trials: sub-01 ses-21 trial 5 (all zero), sub-02 ses-22 trial 7 (NaN), both listed.
     """
-    import scipy.io
-
     rng = np.random.default_rng(seed)
     root.mkdir(parents=True, exist_ok=True)
     affine = np.diag([-4.0, 4.0, 4.0, 1.0])
@@ -41,15 +39,12 @@ def make_world(root: Path, *, shape=(9, 11, 9), tps=20, n_images=60, image_px=40
     grid = MaskedGrid(mask, affine)
     w = {"grid": grid, "root": root, "tps": tps, "mask": root / "mask.nii.gz"}
     nib.save(nib.Nifti1Image(mask.astype(np.uint8), affine), w["mask"])
-    # design: list slots 1..20 are the shared images 1..20, the rest subject-specific
-    order = rng.integers(1, 61, 30000).astype(np.float64)  # MATLAB doubles, like NSD's
-    subjectim = np.zeros((8, 10000), np.float64)
-    subjectim[:, :20] = np.arange(1, 21)
-    for s in range(8):
-        subjectim[s, 20:] = 21 + (np.arange(9980) + 7 * s) % (n_images - 20)
+    # design in NSD's layout (30000 trials, stride 750): the simulated NSD's generator,
+    # 20 shared images, the first ``tps`` trials of each session show images 0..n_images-1
+    from rest2visual.nsd.simulate.design import make_design, write_expdesign
+
     w["expdesign"] = root / "nsd_expdesign.mat"
-    scipy.io.savemat(w["expdesign"], {"masterordering": order[None], "subjectim": subjectim,
-                                      "sharedix": np.arange(1.0, 21.0)[None]})
+    write_expdesign(make_design(n_images, 20, tps, seed), w["expdesign"])
     w["stimuli"] = root / "nsd_stimuli.hdf5"
     w["brick"] = rng.integers(0, 256, (n_images, image_px, image_px, 3), dtype=np.uint8)
     with h5py.File(w["stimuli"], "w") as h5:
@@ -94,7 +89,7 @@ def pack_world(w, out, **kw) -> Path:
     return pack_triplets(out, rest_maps=w["rest"], evoked=w["evoked"],
                          expdesign_path=w["expdesign"], stimuli_path=w["stimuli"],
                          mask_path=w["mask"], image_size=16, trials_per_session=w["tps"],
-                         config_hash="abc123", ncsnr=w["ncsnr"], verbose=False, **kw)
+                         config_hash="abc123", ncsnr=w["ncsnr"], **{"verbose": False, **kw})
 
 
 @pytest.fixture
@@ -124,10 +119,11 @@ def test_round_trip_and_trial_table(world, tmp_path):
             want = table.loc[mine.trial]
             for col in ("nsd_id", "shared", "repeat"):
                 assert np.array_equal(mine[col].to_numpy(), want[col].to_numpy()), col
-            # and NSD's rule directly: trial i of session s is experiment trial (s-1)·T + i-1
-            k = (ses - 1) * world["tps"] + mine.trial.to_numpy() - 1
+            # and NSD's rule directly: trial i of session s is experiment trial
+            # (s-1)·750 + i-1, whatever the number of trials the betas file holds
+            k = (ses - 1) * 750 + mine.trial.to_numpy() - 1
             assert np.array_equal(mine.nsd_id, subjectim[sub - 1, order[k] - 1] - 1)
-            assert np.array_equal(mine.shared, order[k] <= 20)
+            assert np.array_equal(mine.shared, order[k] <= 1000)
             packed = h5["betas"][mine.index.to_numpy()].astype(np.float32)
             assert np.allclose(packed, betas[mine.trial - 1], rtol=1e-3, atol=1e-3)  # float16
             vol = pack.grid.to_nifti(h5["betas"][int(mine.index[0])]).get_fdata()
@@ -209,7 +205,7 @@ def test_bad_inputs_name_the_file(world, tmp_path):
     shifted = grid.affine.copy()
     shifted[:3, 3] += 2
     nib.save(nib.Nifti1Image(world["rest_data"][key], shifted), rest[key])
-    with pytest.raises(InputError, match="shifted.nii.gz: affine"):
+    with pytest.raises(InputError, match="shifted.nii.gz: .*affine"):
         pack_world({**world, "rest": rest}, out)
     # sessions that do not pair up
     with pytest.raises(InputError, match="only evoked"):
@@ -280,3 +276,67 @@ def test_killed_pack_leaves_no_final_file_and_reruns(tmp_path):
     assert list(out.parent.glob(".pack.tmp-*"))  # the killed writer's partial file
     assert pack_main(args) == 0  # the rerun
     assert validate.validate_pack(out) == []
+    # the rerun removed the killed writer's temporary file: nothing but the pack is left
+    assert [p.name for p in out.parent.iterdir()] == ["pack.h5"]
+
+
+# --- ncsnr: NSD's NaN at invalid voxels, warped to MNI, packed ---------------------
+
+def _native_ncsnr_with_nan(shape, rng):
+    """NSD-style ncsnr: values ≥ 0 inside an ellipsoidal brain, NaN outside (float32)."""
+    ijk = np.indices(shape).reshape(3, -1).T
+    centre, radii = (np.array(shape) - 1) / 2, np.array(shape) / 2.6
+    brain = ((((ijk - centre) / radii) ** 2).sum(1) <= 1).reshape(shape)
+    data = rng.uniform(0.1, 1.5, shape).astype(np.float32)
+    data[~brain] = np.nan
+    return data, brain
+
+
+def test_ncsnr_nan_outside_the_mask_never_spreads_and_packs(world, tmp_path, capsys):
+    from rest2visual.evaluate.noise_ceiling import noise_ceiling
+    from rest2visual.preprocess.resample import MniResampler, warp_to_mni
+
+    rng = np.random.default_rng(3)
+    grid = world["grid"]
+    native_shape = (10, 12, 10)
+    native_affine = np.diag([3.6, 3.6, 3.6, 1.0])
+    # each MNI voxel samples between native voxels (fractional coordinates): trilinear
+    # weights reach 8 neighbours, so invalid neighbours matter
+    ijk = np.indices(grid.shape).transpose(1, 2, 3, 0).astype(float)
+    coords = ijk * 0.95 + 0.45
+    mask_img = nib.load(str(world["mask"]))
+    for sub in world["ncsnr"]:
+        data, brain = _native_ncsnr_with_nan(native_shape, rng)
+        resampler = MniResampler(coords, native_shape, native_affine, grid.shape, grid.affine)
+        warped = warp_to_mni(nib.Nifti1Image(data, native_affine), resampler, mask_img=mask_img)
+        out = warped.get_fdata(dtype=np.float32)
+        counts = warped.extra["missing"]
+        inmask_nan = np.isnan(out) & grid.mask
+        assert counts["touched_invalid"] + counts["no_source"] == inmask_nan.sum() > 0
+        assert not np.isnan(out[~grid.mask]).any()
+        # NaN never leaks: finite voxels are the same whatever value invalid voxels hold
+        for fill in (0.0, 1e6):
+            filled = resampler.volume(np.where(brain, data, fill), 1, grid.mask)
+            ok = grid.mask & ~inmask_nan
+            np.testing.assert_allclose(out[ok], filled[ok], rtol=1e-6)
+        nib.save(warped, world["ncsnr"][sub])
+    path = pack_world(world, tmp_path / "pack.h5", verbose=True)
+    printed = capsys.readouterr().out
+    assert validate.validate_pack(path) == []
+    with Pack(path) as pack:
+        missing = pack.h5["ncsnr"].attrs["missing_voxels"]
+        for row, sub in enumerate(pack.h5["ncsnr_subjects"][()]):
+            ncsnr = pack.ncsnr(int(sub))
+            vol = nib.load(str(world["ncsnr"][sub])).get_fdata(dtype=np.float32)
+            assert np.isnan(ncsnr).sum() == missing[row] == np.isnan(vol[grid.mask]).sum()
+            assert f"sub-{sub:02d}: {missing[row]} of {grid.n_voxels} in-mask voxels" in printed
+            nc = noise_ceiling(ncsnr)  # metrics skip the missing voxels
+            assert np.array_equal(np.isnan(nc), np.isnan(ncsnr))
+            assert np.isfinite(nc[~np.isnan(ncsnr)]).all()
+
+
+def test_ncsnr_nan_count_must_match_its_attribute(world, tmp_path):
+    path = pack_world(world, tmp_path / "pack.h5")
+    with h5py.File(path, "r+") as h5:
+        h5["ncsnr"][0, :3] = np.nan  # NaN not declared as missing
+    assert any("missing_voxels" in p for p in validate.validate_pack(path))

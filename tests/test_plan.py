@@ -11,6 +11,7 @@ import yaml
 
 from conftest import REPO, run_workflow, toy_config
 from rest2visual import plan, resources
+from rest2visual.nsd.check import workflow_keys
 from rest2visual.nsd import keys as nsdkeys
 
 NSD_YAML = REPO / "config" / "nsd.yaml"
@@ -48,7 +49,7 @@ def test_job_counts_agree_with_snakemake_dry_run_on_nsd_config(tmp_path):
     assert counts == expected
     # the paper protocol: 8 subjects, 96 rest sessions, two runs each, S3 keys
     assert counts["rest_to_mni"] == 192 and counts["pcc_zmap"] == 96
-    assert counts["download_nsd_key"] == len(nsdkeys.needed_keys(config))
+    assert counts["download_nsd_key"] == len(workflow_keys(config))
 
 
 @pytest.mark.workflow
@@ -86,11 +87,11 @@ def test_config_is_layered_and_validated_like_the_snakefile(tmp_path):
 #: rule → (CPU s, peak RSS MiB) measured with /usr/bin/time -v (see rest2visual.resources)
 MEASURED_TOY = {"rest_to_mni": (0.9, 136), "pcc_zmap": (8.4, 264), "evoked_betas": (1.2, 121),
                 "ncsnr_to_mni": (0.9, 88), "register_to_mni": (8.3, 345),
-                "simulate_nsd": (9.0, 366), "pack_triplets": (6.1, 321)}
+                "simulate_nsd": (9.0, 519), "pack_triplets": (6.1, 321)}
 MEASURED_PAPERLIKE = {"rest_to_mni": (9.7, 1078), "pcc_zmap": (8.8, 1281),
                       "evoked_betas": (12.9, 832), "ncsnr_to_mni": (1.8, 205),
                       "register_to_mni": (80.3, 646), "mni_template": (4.9, 334),
-                      "simulate_nsd": (54.5, 975), "pack_triplets": (14.7, 530)}
+                      "simulate_nsd": (54.5, 1024), "pack_triplets": (14.7, 530)}
 
 
 def measured_configs(tmp_path):
@@ -177,7 +178,7 @@ def test_rule_resources_are_per_subject_and_grow_on_retry():
 
 def test_download_size_counts_only_s3(tmp_path):
     config = nsd_config()
-    assert plan.download_bytes(config) == nsdkeys.estimated_bytes(nsdkeys.needed_keys(config))
+    assert plan.download_bytes(config) == nsdkeys.estimated_bytes(workflow_keys(config))
     assert 150e9 < plan.download_bytes(config) < 250e9
     assert plan.download_bytes(layered(tmp_path, {})) == 0
 
@@ -198,7 +199,7 @@ def test_main_prints_the_plan(capsys):
                       "--jobs", "50"]) == 0
     out = capsys.readouterr().out
     assert "| rest_to_mni | 192 | 1 |" in out
-    assert "| download_nsd_key | 314 |" in out
+    assert "| download_nsd_key | 322 |" in out
     assert re.search(r"NSD download: 19\d\.\d GB", out)
     assert "with at most 50 concurrent jobs" in out
     assert "Compute:" in out and "GPU-hours" in out

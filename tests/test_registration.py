@@ -19,7 +19,8 @@ from scipy.spatial.transform import Rotation
 
 from rest2visual.checks import InputError
 from rest2visual.preprocess import registration as reg_mod
-from rest2visual.preprocess.nsd_transform import INVALID, read_nsd_coordinates
+from rest2visual.preprocess.nsd_transform import (FSL_1MM_AFFINE, FSL_1MM_SHAPE, INVALID,
+                                                  NSD_MNI_HEADER_AFFINE, read_nsd_coordinates)
 from rest2visual.preprocess.qc import plot_registration_qc, template_edges
 from rest2visual.preprocess.registration import (register_to_mni, registration_outputs,
                                                  to_ants)
@@ -228,23 +229,36 @@ def _linear_native(shape, affine):
     return nib.Nifti1Image((1.0 + 2.0 * i - 0.5 * j + 3.0 * k).astype(np.float32), affine)
 
 
+def _nsd_map(source0: np.ndarray, path: Path, affine=NSD_MNI_HEADER_AFFINE) -> Path:
+    """Save 0-based native coordinates (182×218×182×3, FSL 1 mm order) as NSD does:
+    1-based, 9999 invalid (NaN in ``source0``), NSD's centred header (``affine``)."""
+    coords = np.where(np.isnan(source0), INVALID, source0 + 1.0).astype(np.float32)
+    nib.save(nib.Nifti1Image(coords, affine), path)
+    return path
+
+
+def _fsl_index(target: Grid) -> np.ndarray:
+    """Continuous FSL 1 mm voxel index of every voxel centre of ``target``: (X, Y, Z, 3)."""
+    inv = np.linalg.inv(FSL_1MM_AFFINE)
+    return voxel_centers_mm(target) @ inv[:3, :3].T + inv[:3, 3]
+
+
 def test_nsd_coordinate_map_reproduces_known_shift(tmp_path):
     native_shape = (30, 36, 30)
     native = _linear_native(native_shape, native_affine(native_shape, 4.0))
-    # a 2 mm map read on the 4 mm grid: every second voxel, the sub-sampling branch
-    map_grid, target = mni_grid(2.0), mni_grid(4.0)
+    # NSD's 1 mm map read on the 4 mm grid: every fourth voxel
+    target = mni_grid(4.0)
     shift = np.array([1.25, -2.5, 0.75])
-    ijk = np.indices(map_grid.shape, dtype=float).transpose(1, 2, 3, 0)
-    source0 = ijk * 0.25 + shift  # 0-based native coordinates
-    coords = source0 + 1.0  # NSD: 1-based
+    ijk = np.indices(FSL_1MM_SHAPE, dtype=np.float32).transpose(1, 2, 3, 0)
+    source0 = ijk * 0.25 + shift
     outside = np.any((source0 < 0) | (source0 > np.asarray(native_shape) - 1), axis=-1)
-    coords[outside] = INVALID
-    coords[0, 0, 0] = INVALID
-    nib.save(nib.Nifti1Image(coords.astype(np.float32), map_grid.affine), tmp_path / "map.nii.gz")
+    source0[outside] = np.nan
+    source0[0, 0, 0] = np.nan
+    path = _nsd_map(source0, tmp_path / "map.nii")
 
-    resampler = MniResampler.from_nsd_coordinates(tmp_path / "map.nii.gz", native, target)
+    resampler = MniResampler.from_nsd_coordinates(path, native, target)
     got = resampler.source_coordinates()
-    expect = np.indices(target.shape, dtype=float).transpose(1, 2, 3, 0) * 0.5 + shift
+    expect = np.indices(target.shape, dtype=float).transpose(1, 2, 3, 0) + shift
     valid = np.all(np.isfinite(got), axis=-1)
     assert valid.sum() > 0.1 * valid.size and not valid[0, 0, 0]
     np.testing.assert_allclose(got[valid], expect[valid], atol=1e-5)
@@ -253,44 +267,73 @@ def test_nsd_coordinate_map_reproduces_known_shift(tmp_path):
     np.testing.assert_allclose(out[valid], 1 + 2 * e[:, 0] - 0.5 * e[:, 1] + 3 * e[:, 2],
                                rtol=1e-5)
     assert np.all(out[~valid] == 0)
-    assert resampler_for(tmp_path / "map.nii.gz", native, target).source.endswith("map.nii.gz")
+    assert resampler_for(path, native, target).source.endswith("map.nii")
     from rest2visual.preprocess.resample import main as warp_main
 
     nib.save(native, tmp_path / "native.nii.gz")
-    assert warp_main(["--in", str(tmp_path / "native.nii.gz"), "--nsd-coords",
-                      str(tmp_path / "map.nii.gz"), "--resolution", "4",
-                      "--out", str(tmp_path / "mni.nii.gz")]) == 0
+    assert warp_main(["--in", str(tmp_path / "native.nii.gz"), "--nsd-coords", str(path),
+                      "--resolution", "4", "--out", str(tmp_path / "mni.nii.gz")]) == 0
     np.testing.assert_allclose(nib.load(tmp_path / "mni.nii.gz").get_fdata(), out, rtol=1e-6)
     with pytest.raises(InputError, match="--resolution"):
-        warp_main(["--in", str(tmp_path / "native.nii.gz"), "--nsd-coords",
-                   str(tmp_path / "map.nii.gz"), "--out", str(tmp_path / "x.nii.gz")])
+        warp_main(["--in", str(tmp_path / "native.nii.gz"), "--nsd-coords", str(path),
+                   "--out", str(tmp_path / "x.nii.gz")])
+
+
+def test_nsd_coordinate_map_header_is_ignored_and_left_stays_left(tmp_path):
+    """nsdcode never reads the map's header: FSL's grid (first voxel on the right) is known."""
+    native_shape = (40, 48, 40)
+    n_aff = native_affine(native_shape, 4.0)
+    # the native grid is RAS with 4 mm voxels: a native point's true MNI x is its header x
+    fsl_mm = voxel_centers_mm(Grid(FSL_1MM_SHAPE, FSL_1MM_AFFINE))
+    inv = np.linalg.inv(n_aff)
+    source0 = (fsl_mm @ inv[:3, :3].T + inv[:3, 3]).astype(np.float32)
+    source0[np.any((source0 < 0) | (source0 > np.asarray(native_shape) - 1), axis=-1)] = np.nan
+    left_blob = np.zeros(native_shape, np.float32)
+    i, j, k = np.indices(native_shape)
+    left_blob[(i < 14) & (abs(j - 24) < 6) & (abs(k - 20) < 6)] = 1.0  # x < −20 mm: left
+    native = nib.Nifti1Image(left_blob, n_aff)
+    target = mni_grid(2.0)
+    outs = []
+    for name, header in (("nsd", NSD_MNI_HEADER_AFFINE), ("fsl", FSL_1MM_AFFINE),
+                         ("other", np.diag([2.0, 2.0, 2.0, 1.0]))):
+        path = _nsd_map(source0, tmp_path / f"{name}.nii", header)
+        outs.append(warp_to_mni(native, MniResampler.from_nsd_coordinates(path, native, target))
+                    .get_fdata())
+    assert np.array_equal(outs[0], outs[1]) and np.array_equal(outs[0], outs[2])
+    x_mm = voxel_centers_mm(target)[..., 0]
+    assert outs[0][x_mm < 0].sum() > 0 and outs[0][x_mm > 0].sum() == 0
 
 
 def test_nsd_coordinate_map_interpolated_on_an_offset_grid(tmp_path):
-    map_grid = mni_grid(4.0)
-    coords = np.indices(map_grid.shape, dtype=float).transpose(1, 2, 3, 0) * 0.5 + 1.0
-    coords[10, 10, 10] = INVALID
-    nib.save(nib.Nifti1Image(coords.astype(np.float32), map_grid.affine), tmp_path / "m.nii.gz")
-    affine = map_grid.affine.copy()
-    affine[:3, 3] += np.array([-2.0, 2.0, 2.0])  # half a voxel along each axis
+    ijk = np.indices(FSL_1MM_SHAPE, dtype=np.float32).transpose(1, 2, 3, 0)
+    source0 = ijk * 0.5
+    source0[40, 40, 40] = np.nan
+    path = _nsd_map(source0, tmp_path / "m.nii")
+    affine = mni_grid(4.0).affine.copy()
+    affine[:3, 3] += np.array([-0.5, 0.5, 0.5])  # half a 1 mm voxel along each axis
     target = Grid((40, 50, 40), affine)
-    got = read_nsd_coordinates(tmp_path / "m.nii.gz", target)
-    expect = (np.indices(target.shape, dtype=float).transpose(1, 2, 3, 0) + 0.5) * 0.5
+    got = read_nsd_coordinates(path, target)
+    expect = _fsl_index(target) * 0.5
     valid = np.all(np.isfinite(got), axis=-1)
-    assert not valid[9, 9, 9] and not valid[10, 10, 10] and valid[12, 12, 12]
-    np.testing.assert_allclose(got[valid], expect[valid], atol=1e-5)
+    assert not valid[10, 10, 10] and valid[12, 12, 12]  # 4·10 + 0.5 touches voxel 40
+    np.testing.assert_allclose(got[valid], expect[valid], atol=1e-4)
 
 
 def test_nsd_coordinate_map_bad_inputs(tmp_path):
     grid = mni_grid(4.0)
-    nib.save(nib.Nifti1Image(np.ones(grid.shape + (2,), np.float32), grid.affine),
-             tmp_path / "two.nii.gz")
-    with pytest.raises(InputError, match=r"two\.nii\.gz.*X×Y×Z×3"):
-        read_nsd_coordinates(tmp_path / "two.nii.gz", grid)
-    far = np.full(grid.shape + (3,), 500.0, np.float32)
-    nib.save(nib.Nifti1Image(far, grid.affine), tmp_path / "far.nii.gz")
-    with pytest.raises(InputError, match=r"far\.nii\.gz.*outside the native grid"):
-        read_nsd_coordinates(tmp_path / "far.nii.gz", grid, native_shape=(30, 36, 30))
+    nib.save(nib.Nifti1Image(np.ones(FSL_1MM_SHAPE + (2,), np.float32), NSD_MNI_HEADER_AFFINE),
+             tmp_path / "two.nii")
+    with pytest.raises(InputError, match=r"two\.nii.*X×Y×Z×3"):
+        read_nsd_coordinates(tmp_path / "two.nii", grid)
+    # a map on another grid is not one NSD writes: the shape decides, never the header
+    nib.save(nib.Nifti1Image(np.ones(grid.shape + (3,), np.float32), grid.affine),
+             tmp_path / "grid4.nii")
+    with pytest.raises(InputError, match=r"grid4\.nii.*182×218×182×3.*found 46×55×46×3"):
+        read_nsd_coordinates(tmp_path / "grid4.nii", grid)
+    far = np.full(FSL_1MM_SHAPE + (3,), 500.0, np.float32)
+    nib.save(nib.Nifti1Image(far, NSD_MNI_HEADER_AFFINE), tmp_path / "far.nii")
+    with pytest.raises(InputError, match=r"far\.nii.*outside the native grid"):
+        read_nsd_coordinates(tmp_path / "far.nii", grid, native_shape=(30, 36, 30))
     with pytest.raises(InputError, match="not found"):
         read_nsd_coordinates(tmp_path / "missing.nii.gz", grid)
 
@@ -459,9 +502,25 @@ def test_simulated_nsd_subject_recovered(toy_nsd, tmp_path):
     found = MniResampler.from_composite(ants_path, anat).source_coordinates()
     error_mm = np.linalg.norm(found - true_coords, axis=-1)[brain] * voxel_mm
     assert error_mm.mean() < RES_MM, error_mm.mean()
-    # NSD's own coordinate map is the truth itself wherever it has a source
-    nsd_map = MniResampler.from_nsd_coordinates(nsd / keys.func_to_mni_key(subject), anat,
-                                                mni_grid(RES_MM)).source_coordinates()
+    # NSD's own coordinate map (182×218×182, NSD's header, read as nsdcode does) is the
+    # truth itself wherever it has a source
+    nsd_resampler = MniResampler.from_nsd_coordinates(nsd / keys.func_to_mni_key(subject), anat,
+                                                      mni_grid(RES_MM))
+    nsd_map = nsd_resampler.source_coordinates()
     valid = np.all(np.isfinite(nsd_map), axis=-1)
     assert (valid & brain).sum() > 0.95 * brain.sum()
     np.testing.assert_allclose(nsd_map[valid], true_coords[valid], atol=1e-3)
+    # registration.method nsd vs ants: within one native voxel (median) over the brain
+    both = valid & brain
+    distance_vox = np.linalg.norm(nsd_map[both] - found[both], axis=-1)
+    print(f"NSD transform vs ANTs: median {np.median(distance_vox):.3f}, p95 "
+          f"{np.percentile(distance_vox, 95):.3f} native voxels ({voxel_mm:g} mm)")
+    assert np.median(distance_vox) < 1.0
+    # a blob in the left hemisphere only (true MNI x < −10 mm) stays left through NSD's map
+    x_true = truth.native_to_mni_mm(toy_nsd.truth_root, subject)[..., 0]
+    blob = nib.Nifti1Image((x_true < -10).astype(np.float32) * np.asarray(
+        nib.load(nsd / keys.brainmask_key(subject)).dataobj), anat.affine)
+    warped = warp_to_mni(blob, nsd_resampler).get_fdata()
+    x_mni = voxel_centers_mm(mni_grid(RES_MM))[..., 0]
+    assert warped[x_mni < -12].sum() > 0.9 * warped.sum() > 0
+    assert warped[x_mni > 0].sum() == 0

@@ -18,7 +18,7 @@ from rest2visual.nsd.design import load_expdesign, trial_table
 from rest2visual.nsd.simulate import simulate_nsd, truth, writer
 from rest2visual.nsd.simulate.cli import main as cli_main
 from rest2visual.nsd.simulate.stimuli import FEATURES, image_features, standardized_features
-from rest2visual.preprocess.rest_map import seed_regressor
+from rest2visual.preprocess.rest_map import repetition_time, seed_regressor
 from rest2visual.preprocess.template import mni_brain_mask, mni_grid
 
 SIM = dict(subjects=(1, 2), sessions=(21, 22), trials_per_session=24, voxel_mm=4.0, volumes=64,
@@ -74,6 +74,10 @@ def test_native_volumes_have_nsd_dtypes_and_simple_headers(sim):
         assert set(np.unique(general)) == {-1, 0, 1}
         ncsnr = nib.load(str(sim.nsd_root / keys.ncsnr_key(s)))
         assert ncsnr.get_data_dtype() == np.float32 and ncsnr.shape == shape
+        # NSD (export_noiseceiling.m): NaN at invalid voxels, i.e. outside the brain mask
+        inside = np.asarray(mask.dataobj) > 0
+        values = np.asarray(ncsnr.dataobj)
+        assert np.isnan(values[~inside]).all() and np.isfinite(values[inside]).all()
         for ses in SIM["sessions"]:
             betas = nib.load(str(sim.nsd_root / keys.betas_key(s, ses)))
             assert betas.get_data_dtype() == np.int16
@@ -96,12 +100,20 @@ def test_betas_are_truth_sampled_scaled_and_masked(sim):
     assert np.abs(betas[mask] / 300.0 - sampled).max() <= 0.5 / 300 + 1e-4
 
 
-def test_rest_runs_have_tr_in_header_and_motion_tsv(sim):
+def test_rest_runs_have_nsd_time_header_and_motion_tsv(sim):
     for run in keys.REST_RUNS:
         img = nib.load(str(sim.nsd_root / keys.rest_key(1, 21, run)))
         assert img.get_data_dtype() == np.int16 and img.shape[3] == SIM["volumes"]
-        assert img.header["pixdim"][4] == pytest.approx(1.33318, abs=1e-5)
-        assert img.header.get_xyzt_units() == ("mm", "sec")
+        # NSD: xyzt_units = 0 (unknown) and pixdim[4] = 4/3, though the true TR is 1.33318 s
+        assert img.header["xyzt_units"] == 0
+        assert img.header["pixdim"][4] == np.float32(4 / 3)
+        assert truth.load_params(sim.truth_root)["tr_s"] == pytest.approx(1.33318)
+        # the code path real NSD files take: unknown unit → the space's configured TR, logged
+        lines = []
+        assert repetition_time(img, fallback_s=1.33318, source="run", log=lines.append) == 1.33318
+        assert "xyzt_units = 0, time code 0" in lines[0] and "pixdim[4] = 1.33333" in lines[0]
+        with pytest.raises(InputError, match="no TR"):
+            repetition_time(img)
         data = np.asarray(img.dataobj)
         mask = _data(sim.nsd_root / keys.brainmask_key(1)) > 0
         assert not data[~mask].any() and 500 < data[mask].mean() < 1500
@@ -132,11 +144,19 @@ def test_design_reads_back_with_nsd_conventions(sim):
     from scipy.io import loadmat
 
     raw = loadmat(str(sim.nsd_root / keys.EXPDESIGN))
-    assert raw["masterordering"].shape == (1, 40 * SIM["trials_per_session"])
-    assert raw["subjectim"].shape[0] == 8 and raw["sharedix"].shape == (1, SIM["n_shared"])
+    # NSD's layout, as stored in nsd_expdesign.mat (MATLAB doubles, row vectors)
+    assert raw["masterordering"].shape == (1, 30000) and raw["masterordering"].dtype == np.float64
+    assert raw["subjectim"].shape == (8, 10000) and raw["subjectim"].dtype == np.float64
+    assert raw["sharedix"].shape == (1, 1000) and raw["sharedix"].dtype == np.float64
     d = load_expdesign(sim.nsd_root / keys.EXPDESIGN)
-    assert d.masterordering.min() == 1 and d.subjectim.max() <= SIM["n_images"]
+    assert d.masterordering.min() == 1 and d.masterordering.max() <= 10000
+    assert d.subjectim.max() <= 73000
     assert (np.diff(d.sharedix) > 0).all()
+    # every simulated trial (the first T of each session) shows an image imgBrick holds
+    for s in SIM["subjects"]:
+        for ses in SIM["sessions"]:
+            ids = trial_table(d, s, ses, SIM["trials_per_session"])["nsd_id"]
+            assert ids.max() < SIM["n_images"]
 
 
 def test_nsd_formula_matches_what_the_generator_showed(sim):
@@ -156,9 +176,11 @@ def test_stim_info_table_agrees_with_design(sim):
                 *(f"subject{s}_rep{r}" for s in range(1, 9) for r in range(3))}
     assert expected <= set(info.columns) and len(info) == SIM["n_images"]
     d = load_expdesign(sim.nsd_root / keys.EXPDESIGN)
-    assert sorted(info.loc[info["shared1000"], "nsdId"] + 1) == d.sharedix.tolist()
+    held = d.sharedix[d.sharedix <= SIM["n_images"]]  # the shared images imgBrick holds
+    assert sorted(info.loc[info["shared1000"], "nsdId"] + 1) == held.tolist()
+    assert held.size == SIM["n_shared"]
     table = trial_table(d, 1, 21, SIM["trials_per_session"])
-    k0 = 20 * SIM["trials_per_session"]
+    k0 = 20 * 750  # NSD's stride: session 21 starts at experiment trial 15001
     for row in table.itertuples():
         if row.repeat < 3:  # NSD's table lists the first three showings
             assert info.loc[row.nsd_id, f"subject1_rep{row.repeat}"] == k0 + row.trial
@@ -167,19 +189,36 @@ def test_stim_info_table_agrees_with_design(sim):
 # --- geometry ----------------------------------------------------------------------
 
 def test_nsd_coordinate_map_matches_true_coords(sim):
+    from rest2visual.preprocess.nsd_transform import FSL_1MM_AFFINE
+
     params = truth.load_params(sim.truth_root)
     for s in SIM["subjects"]:
         img = nib.load(str(sim.nsd_root / keys.func_to_mni_key(s)))
+        # NSD's file: FSL's 1 mm grid in the array, a plain centred header (no flip)
+        assert img.shape == (182, 218, 182, 3) and img.get_data_dtype() == np.float32
+        assert np.allclose(img.affine, [[1, 0, 0, -90.5], [0, 1, 0, -108.5], [0, 0, 1, -90.5],
+                                        [0, 0, 0, 1]])
+        assert img.header["xyzt_units"] == 0
+        cmap = np.asarray(img.dataobj)
+        # the truth grid's voxels sit on the 1 mm grid: compare there
         grid = mni_grid(SIM["mni_resolution_mm"])
-        assert img.shape == (*grid.shape, 3) and img.get_data_dtype() == np.float32
-        assert np.allclose(img.affine, grid.affine)
-        cmap, coords = np.asarray(img.dataobj), truth.mni_to_native_coords(sim.truth_root, s)
+        ijk = np.rint(voxel_index(FSL_1MM_AFFINE, grid)).astype(int)
+        cmap = cmap[ijk[..., 0], ijk[..., 1], ijk[..., 2]]
+        coords = truth.mni_to_native_coords(sim.truth_root, s)
         shape = params["per_subject"][str(s)]["shape"]
         inside = np.all((coords >= 0) & (coords <= np.array(shape) - 1), axis=-1)
-        assert np.allclose(cmap[inside], coords[inside] + 1, atol=1e-4)  # 1-based
+        assert np.allclose(cmap[inside], coords[inside] + 1, atol=1e-3)  # 1-based
         assert (cmap[~inside] == 9999).all()
         brain = np.asarray(mni_brain_mask(SIM["mni_resolution_mm"]).dataobj) > 0
         assert inside[brain].mean() > 0.95  # the native field of view holds the brain
+
+
+def voxel_index(affine, grid):
+    """Continuous voxel index under ``affine`` of every voxel centre of ``grid``: (X, Y, Z, 3)."""
+    inv = np.linalg.inv(affine)
+    ijk = np.indices(grid.shape).transpose(1, 2, 3, 0).astype(float)
+    mm = ijk @ grid.affine[:3, :3].T + grid.affine[:3, 3]
+    return mm @ inv[:3, :3].T + inv[:3, 3]
 
 
 def test_true_maps_are_mutual_inverses(sim):
@@ -406,11 +445,36 @@ def test_design_keeps_nsd_repeat_structure_when_the_pool_allows(n_images, disjoi
 
     d = make_design(n_images=n_images, n_shared=40, trials_per_session=30, seed=3)
     assert d.showings_per_image == 3 and d.disjoint_subject_images == disjoint
-    assert d.subjectim.shape == (8, 400)  # ⌈40 · 30 / 3⌉ images per subject
-    assert (d.subjectim[:, :40] == d.subjectim[0, :40]).all()
-    assert np.bincount(d.masterordering).max() == 3
+    assert d.subjectim.shape == (8, 10000) and d.masterordering.shape == (30000,)
+    assert d.compact_list_length == 400  # ⌈40 · 30 / 3⌉ images per subject
+    assert (d.subjectim[:, :1000] == d.subjectim[0, :1000]).all()
+    assert np.bincount(d.masterordering).max() == 3  # each list entry ≤ 3 times, as in NSD
+    held = d.subjectim[:, :40], d.subjectim[:, 1000:1360]  # the subset's images (1-based)
+    assert held[0].max() <= n_images and held[1].max() <= n_images
     if disjoint:
-        unique = d.subjectim[:, 40:]
-        assert np.unique(unique).size == unique.size
-    ids = d.shown(1)
-    assert showing_number(ids).max() == 2 and len(set(d.subjectim[0])) == 400
+        assert np.unique(held[1]).size == held[1].size
+    assert np.unique(d.subjectim[0]).size == 10000
+    simulated = np.concatenate([np.arange(30) + 750 * s for s in range(40)])
+    ids = d.shown(1)[simulated]
+    assert ids.max() < n_images and showing_number(ids).max() == 2
+    assert len(set(ids)) == 400
+
+
+def test_forty_trial_sessions_in_nsd_layout_map_to_the_recorded_images(tmp_path):
+    """A simulated session of 40 trials is the first 40 trials of that NSD session."""
+    from rest2visual.nsd.simulate.design import make_design, write_expdesign
+
+    exp = make_design(n_images=200, n_shared=40, trials_per_session=40, seed=5)
+    write_expdesign(exp, tmp_path / "nsd_expdesign.mat")
+    d = load_expdesign(tmp_path / "nsd_expdesign.mat")
+    assert d.masterordering.shape == (30000,) and d.subjectim.shape == (8, 10000)
+    for subject in (1, 4, 8):
+        for session in (1, 21, 30, 40):
+            table = trial_table(d, subject, session, 40)
+            record = exp.session_record(subject, session)
+            assert table["nsd_id"].tolist() == record["nsd_id"].tolist()
+            assert table["shared"].tolist() == record["shared"].tolist()
+            assert table["repeat"].tolist() == record["repeat"].tolist()
+            assert (table["nsd_id"] < 200).all()  # images the simulated imgBrick holds
+            # trials 41..750 of the session show images outside the simulated subset
+            assert (trial_table(d, subject, session)["nsd_id"][40:] >= 200).all()

@@ -1,9 +1,10 @@
-"""Training: learning a toy problem, exact resume, DDP (gloo, 2 processes), embedding cache."""
+"""Training: learning a toy problem, exact resume, reruns, DDP (gloo, 2 processes), embedding cache."""
 
 from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -15,13 +16,13 @@ import pytest
 import torch
 from scipy.ndimage import gaussian_filter
 
-from rest2visual.dataset.embeddings import embed_images
+from rest2visual.model.embeddings import embed_images
 from rest2visual.dataset.pack import PackWriter
 from rest2visual.maskvec import MaskedGrid
 from rest2visual.model import predict
 from rest2visual.model.checkpoint import load_checkpoint
 from rest2visual.model.image_encoders import SmallCNN, build_image_encoder
-from rest2visual.model.train import load_config_arg, train
+from rest2visual.model.train import load_config_arg, load_runtime_arg, train
 
 TINY_MODEL = {"widths": [4, 8], "groups": 4, "embed_dim": 8}
 SHAPE = (11, 13, 11)
@@ -132,8 +133,6 @@ def test_resume_is_bit_identical(tmp_path):
     assert not part["finished"] and part["step"] == 8
     assert not (tmp_path / "resumed" / "model.pt").exists()
     assert load_checkpoint(tmp_path / "resumed" / "last.pt")["step"] == 8
-    with pytest.raises(ValueError, match=r"cannot resume.*train.lr"):
-        train(toy["pack"], toy["split"], tmp_path / "resumed", config(lr=1e-2))
     resumed = train(toy["pack"], toy["split"], tmp_path / "resumed", cfg)
     assert resumed["finished"] and resumed["step"] == 12
     a = load_checkpoint(tmp_path / "straight" / "last.pt")
@@ -219,3 +218,140 @@ def test_config_arguments(tmp_path):
     toy = write_toy_pack(tmp_path / "pack.h5", n_trials=8, n_rest=2)
     with pytest.raises(ValueError, match="fewer than one global batch"):
         train(toy["pack"], toy["split"], tmp_path / "run", config(batch_size=8))
+
+
+def test_rerun_of_a_finished_training_rewrites_model_and_log(tmp_path, capsys):
+    toy = write_toy_pack(tmp_path / "pack.h5", n_trials=32, n_rest=4)
+    run = tmp_path / "run"
+    first = train(toy["pack"], toy["split"], run, config())
+    weights = torch.load(run / "model.pt", weights_only=True)["model"]
+    log = (run / "train_log.csv").read_text()
+    # what Snakemake does before a rerun: the declared outputs are deleted
+    (run / "model.pt").unlink()
+    (run / "train_log.csv").unlink()
+    capsys.readouterr()
+    # runtime keys differ: still the same training, nothing trained again
+    again = train(toy["pack"], toy["split"], run, config(log_every=1, num_workers=1))
+    assert "already finished (step 12 of 12)" in capsys.readouterr().out
+    assert again["finished"] and again["history"] == first["history"]
+    assert (run / "train_log.csv").read_text() == log
+    rewritten = torch.load(run / "model.pt", weights_only=True)["model"]
+    assert all(torch.equal(weights[k], rewritten[k]) for k in weights)
+    # a result-changing key: a new training, said so, replacing the checkpoints
+    longer = train(toy["pack"], toy["split"], run, config(epochs=3))
+    out = capsys.readouterr().out
+    assert "train.epochs (2 → 3)" in out and "starting a new training" in out
+    assert longer["finished"] and longer["step"] == 18 and len(longer["history"]) == 3
+    assert load_checkpoint(run / "last.pt")["config"]["train"]["epochs"] == 3
+    assert len(pd.read_csv(run / "train_log.csv")) == 3
+    assert torch.load(run / "model.pt", weights_only=True)["config"]["train"]["epochs"] == 3
+    assert "device" not in load_checkpoint(run / "model.pt")["config"]["train"]  # runtime key
+    # other data (e.g. an upstream stage rerun), same rows and settings: not "finished"
+    other = write_toy_pack(tmp_path / "other.h5", n_trials=32, n_rest=4, seed=1)
+    retrained = train(other["pack"], toy["split"], run, config(epochs=3))
+    assert "the training data (pack, split or embeddings" in capsys.readouterr().out
+    assert retrained["finished"] and retrained["history"] != longer["history"]
+
+
+def test_runtime_argument():
+    assert load_runtime_arg(None) == {}
+    assert load_runtime_arg('{"num_workers": 2, "log_every": 5}') == {"num_workers": 2,
+                                                                       "log_every": 5}
+    with pytest.raises(ValueError, match="keys among"):
+        load_runtime_arg('{"epochs": 3}')  # result-changing: belongs in --params
+
+
+def _train_workflow(tmp_path: Path) -> tuple[Path, dict]:
+    """A workflow folder with a toy pack and split in place: only embed/train rules run."""
+    from conftest import toy_config
+
+    work = tmp_path / "work"
+    (work / "results/dataset").mkdir(parents=True)
+    (work / "results/splits").mkdir(parents=True)
+    toy = write_toy_pack(work / "results/dataset/rest2visual_space-MNI152_res-4_triplets.h5",
+                         n_trials=32, n_rest=4)
+    toy["split"].rename(work / "results/splits/paper.csv")
+    cfg = toy_config(model=dict(TINY_MODEL),
+                     train={"epochs": 2, "batch_size": 4, "warmup_steps": 2, "log_every": 1000})
+    return work, cfg
+
+
+TRAIN_ONLY = ("results/models/paper/model.pt", "--allowed-rules", "train_model", "embed_images")
+
+
+def _check_model(work: Path) -> dict:
+    model = work / "results/models/paper/model.pt"
+    assert model.exists() and (work / "results/models/paper/train_log.csv").exists()
+    return torch.load(model, weights_only=True)
+
+
+@pytest.mark.workflow
+def test_workflow_reruns_of_train_model_keep_a_model(tmp_path):
+    """--forcerun twice, a runtime-key edit, an epochs edit: each exits 0 with model.pt."""
+    from conftest import run_workflow
+
+    work, cfg = _train_workflow(tmp_path)
+    run_workflow(work, cfg, *TRAIN_ONLY)
+    weights = _check_model(work)["model"]
+    for _ in range(2):
+        proc = run_workflow(work, cfg, *TRAIN_ONLY, "--forcerun", "train_model")
+        assert "rule train_model:" in proc.stdout
+        log = (work / "results/logs/models/train_paper.log").read_text()
+        assert "already finished" in log
+        again = _check_model(work)["model"]
+        assert all(torch.equal(weights[k], again[k]) for k in weights)
+    cfg["train"]["log_every"] = 1  # a runtime key: nothing to rerun
+    proc = run_workflow(work, cfg, *TRAIN_ONLY)
+    assert "Nothing to be done" in proc.stdout
+    _check_model(work)
+    cfg["train"]["epochs"] = 3  # result-changing: a new training, said so in the log
+    proc = run_workflow(work, cfg, *TRAIN_ONLY)
+    assert "rule train_model:" in proc.stdout
+    log = (work / "results/logs/models/train_paper.log").read_text()
+    assert "train.epochs (2 → 3)" in log and "starting a new training" in log
+    assert _check_model(work)["config"]["train"]["epochs"] == 3
+
+
+@pytest.mark.workflow
+def test_workflow_rerun_after_kill_after_the_last_checkpoint(tmp_path):
+    """Snakemake killed (-9) once the final last.pt is written, before model.pt: the rerun
+    recognises the finished training, exits 0 and model.pt loads."""
+    from conftest import REPO
+
+    work, cfg = _train_workflow(tmp_path)
+    cfg_file = work / "test-config.yaml"
+    import yaml
+
+    cfg_file.write_text(yaml.safe_dump(cfg))
+    bindir = Path(sys.executable).parent
+    # `rest2visual` as the rule calls it: the real command, then, when `train` has written
+    # its final checkpoint, the state a kill leaves (no model.pt, no log) and kill -9 of
+    # Snakemake (its pid in a file) — deterministic, unlike racing a timer
+    shim = tmp_path / "bin"
+    shim.mkdir()
+    pidfile = tmp_path / "snakemake.pid"
+    (shim / "rest2visual").write_text(
+        "#!/bin/sh\n"
+        f'"{bindir}/rest2visual" "$@" || exit $?\n'
+        'if [ "$1" = train ]; then\n'
+        "  rm -f results/models/paper/model.pt results/models/paper/train_log.csv\n"
+        f'  kill -9 "$(cat {pidfile})"\n'
+        "fi\n")
+    (shim / "rest2visual").chmod(0o755)
+    cmd = [str(bindir / "snakemake"), "-s", str(REPO / "Snakefile"), "--directory", str(work),
+           "--configfile", str(cfg_file), "--cores", "2", *TRAIN_ONLY]
+    env = dict(os.environ, PATH=f"{shim}{os.pathsep}{bindir}{os.pathsep}{os.environ['PATH']}")
+    proc = subprocess.Popen(cmd, cwd=work, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    pidfile.write_text(str(proc.pid))
+    assert proc.wait(timeout=600) == -signal.SIGKILL
+    assert load_checkpoint(work / "results/models/paper/last.pt")["step"] == 12
+    assert not (work / "results/models/paper/model.pt").exists()
+    env["PATH"] = f"{bindir}{os.pathsep}{os.environ['PATH']}"
+    # a killed Snakemake leaves its lock: the user's first step, as Snakemake's message says
+    subprocess.run([*cmd, "--unlock"], cwd=work, env=env, check=True, capture_output=True)
+    rerun = subprocess.run(cmd, cwd=work, env=env, stdout=subprocess.PIPE,
+                           stderr=subprocess.STDOUT, text=True, timeout=600)
+    assert rerun.returncode == 0, rerun.stdout[-4000:]
+    assert "already finished" in (work / "results/logs/models/train_paper.log").read_text()
+    _check_model(work)

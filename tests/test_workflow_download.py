@@ -35,11 +35,12 @@ def _s3_config(endpoint):
 
 def _needed(config):
     from rest2visual.config import check_config  # noqa: F401  (validated by the workflow)
-    from rest2visual.nsd.keys import needed_keys
+    from rest2visual.nsd.check import workflow_keys
 
     full = {"nsd": {**config["nsd"], "space": "func1pt8mm",
-                    "beta_version": "betas_fithrf_GLMdenoise_RR"}}
-    return [k.key for k in needed_keys(full)]
+                    "beta_version": "betas_fithrf_GLMdenoise_RR"},
+            "registration": {"crosscheck": True}}    # the schema's default
+    return [k.key for k in workflow_keys(full)]
 
 
 def test_download_targets_byte_identical_then_nothing_to_do(tmp_path, toy_nsd):

@@ -14,8 +14,10 @@ from typing import Sequence
 
 import numpy as np
 
+from rest2visual.errors import Rest2VisualError
 
-class InputError(ValueError):
+
+class InputError(Rest2VisualError, ValueError):
     """An input file or value is not what the stage expects (message names both)."""
 
 
@@ -35,9 +37,8 @@ def check_affine(
     expected = np.asarray(expected, dtype=float)
     if actual.shape != (4, 4) or not np.allclose(actual, expected, atol=atol):
         raise InputError(
-            f"{source}: affine does not match the expected grid.\n"
-            f"expected:\n{np.array2string(expected, precision=3)}\n"
-            f"found:\n{np.array2string(actual, precision=3)}"
+            f"{source}: expected the affine {np.round(expected, 3).tolist()} of the target grid, "
+            f"found {np.round(actual, 3).tolist()}"
         )
 
 

@@ -3,17 +3,27 @@
 Each subcommand lives in its stage's module as ``main(argv) -> int`` with its own
 argparse parser; this dispatcher imports it lazily, so preprocessing commands
 never import torch.
+
+Errors of every subcommand end here (:mod:`rest2visual.errors`): one line
+``rest2visual <command>: error: <file>: <expected, found>`` on stderr and exit
+status 1; the traceback only with ``--debug`` (anywhere on the command line) or
+``REST2VISUAL_DEBUG=1``.
 """
 
 from __future__ import annotations
 
 import importlib
 import sys
+import traceback
+
+from rest2visual.errors import debug_enabled, error_line
 
 #: subcommand → "module:function" (the function takes argv and returns an exit code)
 COMMANDS = {
     "simulate-nsd": ("rest2visual.nsd.simulate.cli:main",
                      "write a simulated NSD (NSD's keys and formats) plus its ground truth"),
+    "check-nsd": ("rest2visual.nsd.check:main",
+                  "check every NSD key a configuration needs, from headers only, before compute"),
     "download": ("rest2visual.nsd.download:main",
                  "download NSD keys from S3 anonymously, verified and atomic"),
     "config-docs": ("rest2visual.config:main",
@@ -24,16 +34,20 @@ COMMANDS = {
                  "write the MNI152 template and brain mask on the target grid"),
     "register": ("rest2visual.preprocess.registration:main",
                  "register a subject's anatomy to MNI152 with ANTs"),
+    "crosscheck-registration": ("rest2visual.preprocess.crosscheck:main",
+                                "MNI distance between the ANTs and NSD registrations per subject"),
     "warp-to-mni": ("rest2visual.preprocess.resample:main",
                     "resample a native 3D/4D image onto the MNI grid through a registration"),
     "rest-map": ("rest2visual.preprocess.rest_map:main",
                  "PCC seed connectivity z-map of one session's rest runs, in MNI"),
+    "rest-quality": ("rest2visual.preprocess.rest_quality:main",
+                     "rest-map reliability per recipe: test-retest, between-subject, identification"),
     "evoked": ("rest2visual.preprocess.evoked:main",
                "one session's trial betas scaled, in MNI, brain-masked"),
     "pack": ("rest2visual.dataset.pack:main", "pack (rest map, image, beta) triplets into HDF5"),
     "validate-pack": ("rest2visual.dataset.validate:main", "check a triplet pack"),
     "splits": ("rest2visual.dataset.splits:main", "write the split files of every protocol"),
-    "embed-images": ("rest2visual.dataset.embeddings:main",
+    "embed-images": ("rest2visual.model.embeddings:main",
                      "cache frozen image-encoder embeddings of the packed images"),
     "train": ("rest2visual.model.train:main", "train Rest2Visual on a pack and a split"),
     "predict": ("rest2visual.model.predict:main",
@@ -48,9 +62,10 @@ COMMANDS = {
 
 def _usage() -> str:
     width = max(map(len, COMMANDS))
-    lines = ["usage: rest2visual COMMAND [options]", "", "commands:"]
+    lines = ["usage: rest2visual [--debug] COMMAND [options]", "", "commands:"]
     lines += [f"  {name:<{width}}  {help_}" for name, (_, help_) in COMMANDS.items()]
-    lines += ["", "rest2visual COMMAND --help shows a command's options."]
+    lines += ["", "rest2visual COMMAND --help shows a command's options; --debug (or",
+              "REST2VISUAL_DEBUG=1) prints the traceback of an error."]
     return "\n".join(lines)
 
 
@@ -59,6 +74,11 @@ def main(argv: list[str] | None = None) -> int:
     if not argv or argv[0] in ("-h", "--help"):
         print(_usage())
         return 0
+    if argv[0] == "--debug":  # rest2visual --debug COMMAND ...
+        argv = argv[1:] + ["--debug"]
+        if not argv[:-1]:
+            print(_usage())
+            return 0
     if argv[0] in ("-V", "--version"):
         from rest2visual import __version__
 
@@ -68,8 +88,18 @@ def main(argv: list[str] | None = None) -> int:
     if name not in COMMANDS:
         print(f"rest2visual: unknown command {name!r}\n\n{_usage()}", file=sys.stderr)
         return 2
+    debug = debug_enabled(argv)
+    rest = [a for a in rest if a != "--debug"]
     module, func = COMMANDS[name][0].split(":")
-    return int(getattr(importlib.import_module(module), func)(rest) or 0)
+    try:
+        return int(getattr(importlib.import_module(module), func)(rest) or 0)
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except Exception as exc:  # one line in the one style; the traceback only with --debug
+        if debug:
+            traceback.print_exc()
+        print(error_line(name, exc), file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

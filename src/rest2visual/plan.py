@@ -9,8 +9,11 @@ honoured: the 4D MNI rest runs live only until their session's z-map is written,
 most the runs of the concurrently running jobs exist at once.
 
 The config is loaded as the Snakefile loads it: ``config/config.yaml`` updated by each
-``--configfile``, validated against ``workflow/schemas/config.schema.yaml`` with defaults
-filled in, then :func:`rest2visual.config.check_config`.
+``--configfile``, validated against the package's schema (:data:`rest2visual.config.SCHEMA`)
+with defaults filled in, then :func:`rest2visual.config.check_config`. The workflow
+folder is ``--workflow-dir``, else the current folder when it holds the Snakefile, else
+the repository this package was installed from; without one, the schema's defaults are
+the base config, so ``rest2visual plan`` works from any folder.
 """
 
 from __future__ import annotations
@@ -22,11 +25,12 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from rest2visual import protocols as protocol_names
 from rest2visual import resources
 from rest2visual.nsd import keys as nsdkeys
+from rest2visual.nsd.check import workflow_keys
 
 DEFAULT_CONFIG = "config/config.yaml"
-SCHEMA = "workflow/schemas/config.schema.yaml"
 #: concurrent SLURM jobs of profiles/slurm (its `jobs:`), for the temp() peak
 DEFAULT_JOBS = 100
 GB = 1e9
@@ -45,17 +49,26 @@ MODEL_BYTES = 7 * 4 * 12.5e6
 def load_workflow_config(configfiles=(), workflow_dir: str | Path = ".") -> dict:
     """The workflow's config: defaults file ← each configfile, schema-validated, checked."""
     import yaml
-    from snakemake.utils import update_config, validate
+    from snakemake.utils import update_config
 
-    from rest2visual.config import check_config
+    from rest2visual.config import check_config, validate_config
 
-    root = Path(workflow_dir)
-    config = yaml.safe_load((root / DEFAULT_CONFIG).read_text()) or {}
+    base = Path(workflow_dir) / DEFAULT_CONFIG
+    config = (yaml.safe_load(base.read_text()) or {}) if base.is_file() else {}
     for path in configfiles:
         update_config(config, yaml.safe_load(Path(path).read_text()) or {})
-    validate(config, str(root / SCHEMA), set_default=True)
+    validate_config(config)
     check_config(config)
     return config
+
+
+def default_workflow_dir() -> Path | None:
+    """The current folder when it holds the Snakefile, else the repository this package
+    was installed from (editable install), else None."""
+    for folder in (Path.cwd(), Path(__file__).resolve().parents[2]):
+        if (folder / "Snakefile").is_file() and (folder / DEFAULT_CONFIG).is_file():
+            return folder
+    return None
 
 
 def workflow_rules(workflow_dir: str | Path = ".") -> set[str]:
@@ -70,9 +83,15 @@ def workflow_rules(workflow_dir: str | Path = ".") -> set[str]:
 
 
 def protocols(config: dict) -> list[str]:
-    """Split protocols, one trained model each (as workflow/rules/common.smk names them)."""
-    return ["paper", "unseen-stimulus"] + [
-        f"unseen-subject_sub-{s:02d}" for s in config["splits"]["unseen_subjects"]]
+    """Split protocols, one trained model each (:func:`rest2visual.protocols.protocols`)."""
+    return protocol_names.protocols(config["splits"]["unseen_subjects"])
+
+
+def quality_recipes(config: dict) -> list[str]:
+    """Rest-map recipes (hrf-units) of the quality report, the configured one first (as
+    workflow/rules/rest.smk lists them)."""
+    rest = config["rest"]
+    return list(dict.fromkeys([f"{rest['hrf_model']}-{rest['units']}", *rest["quality_recipes"]]))
 
 
 def job_counts(config: dict) -> dict[str, int]:
@@ -86,17 +105,22 @@ def job_counts(config: dict) -> dict[str, int]:
     if nsd["source"] == "simulated":
         counts["simulate_nsd"] = 1
     elif nsd["source"] == "s3":
-        counts["download_nsd_key"] = len(nsdkeys.needed_keys(config))
+        counts["download_nsd_key"] = len(workflow_keys(config))
     counts.update({
         "mni_template": 1,
         "register_to_mni": n_subjects,
         "rest_to_mni": n_sessions * len(nsdkeys.REST_RUNS),
         "pcc_zmap": n_sessions,
+        # the rest-map quality report: every other recipe's z-map of each session
+        "pcc_zmap_recipe": n_sessions * (len(quality_recipes(config)) - 1),
+        "rest_quality": 1,
         "evoked_betas": n_sessions,
         "ncsnr_to_mni": n_subjects,
         "pack_triplets": 1,
         "split_files": 1,
     })
+    if config["registration"]["crosscheck"]:
+        counts.update({"crosscheck_registration": n_subjects, "crosscheck_table": 1})
     if config["model"]["freeze_image_encoder"]:
         counts["embed_images"] = 1
     counts.update({
@@ -159,7 +183,7 @@ def download_bytes(config: dict) -> float:
     """Bytes downloaded from S3 (0 for a local mirror, read in place, or the simulation)."""
     if config["nsd"]["source"] != "s3":
         return 0.0
-    return nsdkeys.estimated_bytes(nsdkeys.needed_keys(config))
+    return nsdkeys.estimated_bytes(workflow_keys(config))
 
 
 def disk_footprint(config: dict, jobs: int = DEFAULT_JOBS) -> dict[str, float]:
@@ -237,16 +261,20 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="rest2visual plan", description=__doc__.split("\n\n")[0])
     p.add_argument("--configfile", nargs="+", default=[],
                    help="config files layered over config/config.yaml, as for snakemake")
-    p.add_argument("--workflow-dir", default=".",
-                   help="repository root holding config/ and workflow/ (default: .)")
+    p.add_argument("--workflow-dir", default=None,
+                   help="repository root holding config/ and workflow/ (default: the current "
+                        "folder if it holds the Snakefile, else the package's repository)")
     p.add_argument("--jobs", type=int, default=DEFAULT_JOBS,
                    help=f"concurrent jobs, for the temp() disk peak (default {DEFAULT_JOBS}, "
                         "profiles/slurm)")
     args = p.parse_args(argv)
     if args.jobs < 1:
         p.error("--jobs must be ≥ 1")
-    config = load_workflow_config(args.configfile, args.workflow_dir)
-    print(format_plan(config, workflow_rules(args.workflow_dir), jobs=args.jobs))
+    root = Path(args.workflow_dir) if args.workflow_dir else default_workflow_dir()
+    if root is not None and not (root / "Snakefile").is_file():
+        p.error(f"--workflow-dir {root}: no Snakefile there")
+    config = load_workflow_config(args.configfile, root if root is not None else ".")
+    print(format_plan(config, workflow_rules(root) if root is not None else None, jobs=args.jobs))
     return 0
 
 

@@ -14,7 +14,7 @@ paper-like: MNI 2 mm, native 1.8 mm (NSD's subj01 grid), T 226, K 150:
 =====================  ========================  ============================
 stage (CLI)            toy                       paper-like
 =====================  ========================  ============================
-simulate-nsd           9.0 s, 366 MiB (1 × 1)    54.5 s, 975 MiB (1 × 1)
+simulate-nsd           9.0 s, 519 MiB (1 × 1)    54.5 s, 1024 MiB (1 × 1)
 template               —                         4.9 s, 334 MiB
 register, SyN          8.3 s, 345 MiB [40 20 0]  80.3 s, 646 MiB [100 70 40]
 warp-to-mni, one run   0.9 s, 136 MiB            9.7 s, 1078 MiB
@@ -44,10 +44,10 @@ runtime in minutes, CPU/GPU time in seconds.
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import dataclass, replace
 
 from rest2visual.nsd import keys as nsdkeys
+from rest2visual.protocols import held_out_subject
 
 MIB = 2**20
 #: memory request = estimate × this, runtime request = estimate × RUNTIME_SAFETY
@@ -162,12 +162,13 @@ def _request(cpu_s: float, mem_bytes: float, threads: int = 1, gpus: int = 0,
 
 def simulate_nsd(config: dict, subject: int | None = None) -> Request:
     """Basis: 7 s fixed + 0.12 µs per native voxel × (2 runs × T + K) per subject-session;
-    memory 400 MiB + one float32 native series of max(T, K) volumes."""
+    memory 560 MiB (with NSD's 1 mm func → MNI coordinate map) + one float32 native series
+    of max(T, K) volumes."""
     z = sizes(config)
     work = sum(z.native_voxels[s] * (2 * z.volumes + z.trials) * len(z.sessions[s])
                for s in z.sessions)
     big = max(z.native_voxels.values()) * max(z.volumes, z.trials)
-    return _request(7.0 + 1.2e-7 * work, 400 * MIB + 4 * big)
+    return _request(7.0 + 1.2e-7 * work, 560 * MIB + 4 * big)
 
 
 def mni_template(config: dict, subject: int | None = None) -> Request:
@@ -305,9 +306,8 @@ def wildcard_subject(wildcards) -> int | None:
     ``unseen-subject_sub-NN`` protocol; None for jobs about all subjects."""
     sub = getattr(wildcards, "sub", None)
     if sub is None:
-        match = re.fullmatch(r"unseen-subject_sub-(\d+)", str(getattr(wildcards, "protocol", "")))
-        sub = match.group(1) if match else None
-    return int(sub) if sub else None
+        return held_out_subject(str(getattr(wildcards, "protocol", "")))
+    return int(sub)
 
 
 def rule_resources(config: dict, rule: str) -> dict:

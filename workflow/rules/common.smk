@@ -6,17 +6,25 @@ import re
 from pathlib import Path
 
 from rest2visual import resources as R
-from rest2visual.config import check_config, config_hash
+from rest2visual.config import ConfigError, check_config, config_hash
 from rest2visual.nsd import keys as nsdkeys
 from rest2visual.paths import bids_path
+from rest2visual.plan import quality_recipes
+from rest2visual import protocols as protocol_names
+from rest2visual.evaluate import names as evaluation_names
 
 
-check_config(config)
+try:
+    check_config(config)
+except ConfigError as exc:  # one line naming the key, no traceback of the rule file
+    raise SystemExit(f"rest2visual: error: {exc}") from None
 
 NSD = config["nsd"]
 RES = f"{config['mni']['resolution_mm']:g}"
 SUBJECTS = [f"{s:02d}" for s in NSD["subjects"]]
 SPACE, BETAS = NSD["space"], NSD["beta_version"]
+# the space's TR (s), used when a header's time unit is unknown (NSD's are), and its key
+TR_S, TR_KEY = nsdkeys.configured_tr(NSD)
 
 
 wildcard_constraints:
@@ -73,15 +81,55 @@ def composite_xfm(sub):
 def mni_transform(sub):
     """The transform that brings subject ``sub``'s native data to MNI (registration.method)."""
     if config["registration"]["method"] == "nsd":
-        return nsd_path(nsdkeys.func_to_mni_key(int(sub)))
+        return nsd_path(nsdkeys.func_to_mni_key(int(sub), SPACE))
     return composite_xfm(sub)
 
 
 def transform_args(wc, input):
     """warp-to-mni options for the configured registration method."""
     if config["registration"]["method"] == "nsd":
-        return f"--nsd-coords {input.transform} --resolution {RES}"
-    return f"--composite {input.transform}"
+        return ["--nsd-coords", input.transform, "--resolution", RES]
+    return ["--composite", input.transform]
+
+
+def encoder_weights_input():
+    """model.encoder_weights as a rule input (editing the file reruns the rule), unless
+    it is no file but an OpenCLIP pretrained tag; [] when null."""
+    weights, encoder = config["model"]["encoder_weights"], config["model"]["image_encoder"]
+    if not weights or (encoder.startswith("open_clip:") and not Path(weights).is_file()):
+        return []
+    return [weights]
+
+
+def seed_mask_input():
+    """rest.seed_mask as a rule input ([] when the seed is the configured sphere)."""
+    return [config["rest"]["seed_mask"]] if config["rest"]["seed_mask"] else []
+
+
+def seed_args():
+    """rest-map's seed options: the seed mask file, else the sphere (as a list, for :q)."""
+    rest = config["rest"]
+    if rest["seed_mask"]:
+        return ["--seed-mask", rest["seed_mask"]]
+    return ["--seed-center", *map(str, rest["seed_center_mm"]), "--seed-radius", str(rest["seed_radius_mm"])]
+
+
+def crosscheck_csv(sub):
+    """One subject's row of the ANTs-vs-NSD registration cross-check."""
+    return out("registration", "crosscheck", "csv", sub=sub, desc="antsVsNsd")
+
+
+QUALITY_RECIPES = quality_recipes(config)  # rest2visual.plan: one list for the rules and the plan
+REST_RECIPE = QUALITY_RECIPES[0]
+
+
+def recipe_zmap(sub, ses, recipe):
+    """A session's z-map with ``recipe`` (hrf-units): the configured one is pcc_zmap's."""
+    if recipe == REST_RECIPE:
+        return out("rest", "zmap", "nii.gz", sub=sub, ses=ses, space="MNI152", res=RES, desc="pcc")
+    hrf, units = recipe.split("-")
+    return out("rest", "zmap", "nii.gz", sub=sub, ses=ses, space="MNI152", res=RES,
+               desc=f"pcc{hrf.capitalize()}{units.capitalize()}")
 
 
 def rest_run_key(wc):
@@ -100,9 +148,7 @@ def evoked_betas_h5(sub, ses):
 
 PACK = f"results/dataset/rest2visual_space-MNI152_res-{RES}_triplets.h5"
 SPLITS = "results/splits"
-PROTOCOLS = ["paper", "unseen-stimulus"] + [
-    f"unseen-subject_sub-{s:02d}" for s in config["splits"]["unseen_subjects"]
-]
+PROTOCOLS = protocol_names.protocols(config["splits"]["unseen_subjects"])
 
 
 MODEL_CFG, TRAIN_CFG = config["model"], config["train"]

@@ -26,10 +26,10 @@ rule pack_triplets:
     conda:
         "../../envs/dataset.yaml"
     shell:
-        "rest2visual pack --rest {input.rest} --evoked {input.evoked} --ncsnr {input.ncsnr}"
-        " --expdesign {input.expdesign} --stimuli {input.stimuli} --mask {input.mask}"
-        " --image-size {params.image_size} --trials-per-session {params.trials}"
-        " --config-hash {params.config_hash} --out {output} > {log} 2>&1"
+        "rest2visual pack --rest {input.rest:q} --evoked {input.evoked:q} --ncsnr {input.ncsnr:q}"
+        " --expdesign {input.expdesign:q} --stimuli {input.stimuli:q} --mask {input.mask:q}"
+        " --image-size {params.image_size:q} --trials-per-session {params.trials:q}"
+        " --config-hash {params.config_hash:q} --out {output:q} > {log:q} 2>&1"
 
 
 rule split_files:
@@ -40,8 +40,8 @@ rule split_files:
         shared=f"{SPLITS}/shared.csv",
     params:
         s=config["splits"],
-        unseen=("--unseen-subjects " + " ".join(map(str, config["splits"]["unseen_subjects"])))
-        if config["splits"]["unseen_subjects"] else "",
+        unseen=["--unseen-subjects", *map(str, config["splits"]["unseen_subjects"])]
+        if config["splits"]["unseen_subjects"] else [],
         out_dir=lambda wc, output: Path(output.shared).parent,
     threads: R.rule_threads(config, "split_files")
     resources:
@@ -51,9 +51,9 @@ rule split_files:
     conda:
         "../../envs/dataset.yaml"
     shell:
-        "rest2visual splits --pack {input} --out-dir {params.out_dir} --seed {params.s[seed]}"
-        " --n-test {params.s[n_test]} --val-fraction {params.s[val_fraction]}"
-        " {params.unseen} > {log} 2>&1"
+        "rest2visual splits --pack {input:q} --out-dir {params.out_dir:q} --seed {params.s[seed]:q}"
+        " --n-test {params.s[n_test]:q} --val-fraction {params.s[val_fraction]:q}"
+        " {params.unseen:q} > {log:q} 2>&1"
 
 
-TARGETS.extend([PACK, f"{SPLITS}/paper.csv"])
+TARGETS.extend([PACK, f"{SPLITS}/{protocol_names.PAPER}.csv"])

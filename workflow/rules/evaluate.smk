@@ -5,23 +5,15 @@ ROI_ATLAS = out("templates", "dseg", "nii.gz", space="MNI152", res=RES, desc="vi
 EVALUATION = "results/evaluation/{protocol}"
 TABLES = "results/tables"
 FIGURES = "results/figures"
-EVALUATION_FILES = {
-    "scores": "scores.csv", "predictions": "predictions.h5", "snr_cnr": "snr_cnr.csv",
-    "intersubject": "intersubject.csv", "decoding": "decoding.csv", "noise_ceiling": "noise_ceiling.csv",
-    "table1": "table1.csv", "table1_md": "table1.md", "table3": "table3.csv", "table3_md": "table3.md",
-    "meta": "meta.json",
-}
-TABLES_MD = {f"{t}_md": f"{TABLES}/{t}.md" for t in ("table1", "table3", "table4", "comparisons")}
-TABLES_CSV = {t: f"{TABLES}/{t}.csv" for t in ("table1", "table3", "table4", "comparisons")}
-FIGURE_FILES = {
-    "fig1": ("fig1_predicted-vs-measured.png", "fig1.rst"),
-    "fig3": ("fig3_snr-cnr.png", "fig3.rst"),
-    "fig4": ("fig4_intersubject.png", "fig4.rst"),
-    "fig5": ("fig5_roi-atlas.png", "fig5.rst"),
-    "fig6": ("fig6_ablation-maps.png", "fig6.rst"),
-    "training": ("training-curves.png", "training_curves.rst"),
-}
-PAPER = {name: f"{EVALUATION.format(protocol='paper')}/{file}" for name, file in EVALUATION_FILES.items()}
+# the file names the package writes (rest2visual.evaluate.names), declared here as outputs
+EVALUATION_FILES = evaluation_names.EVALUATION_FILES
+TABLES_MD = {f"{t}_md": f"{TABLES}/{md}" for t, (_, md) in evaluation_names.TABLES.items()}
+TABLES_CSV = {t: f"{TABLES}/{csv}" for t, (csv, _) in evaluation_names.TABLES.items()}
+FIGURE_CAPTIONS = {"fig1": "fig1.rst", "fig3": "fig3.rst", "fig4": "fig4.rst", "fig5": "fig5.rst",
+                   "fig6": "fig6.rst", "training": "training_curves.rst"}
+FIGURE_FILES = {key: (png, FIGURE_CAPTIONS[key]) for key, png in evaluation_names.FIGURES.items()}
+PAPER = {name: f"{EVALUATION.format(protocol=protocol_names.PAPER)}/{file}"
+         for name, file in EVALUATION_FILES.items()}
 # the atlas to resample: the config's, the simulated NSD's own, or none (Juelich through nilearn)
 ROI_ATLAS_SOURCE = config["evaluate"]["roi_atlas"] or (
     f"{config['simulate']['root']}/truth/roi_atlas.nii.gz" if NSD["source"] == "simulated" else None
@@ -34,10 +26,12 @@ rule roi_atlas:
         # the simulated atlas appears with the simulated NSD (its params.json is written last)
         truth=[f"{config['simulate']['root']}/truth/params.json"]
         if NSD["source"] == "simulated" and not config["evaluate"]["roi_atlas"] else [],
+        # the configured atlas file: editing it remakes the resampled atlas
+        source=[config["evaluate"]["roi_atlas"]] if config["evaluate"]["roi_atlas"] else [],
     output:
         ROI_ATLAS,
     params:
-        atlas=f"--atlas {ROI_ATLAS_SOURCE}" if ROI_ATLAS_SOURCE else "",
+        atlas=["--atlas", ROI_ATLAS_SOURCE] if ROI_ATLAS_SOURCE else [],
     resources:
         mem_mb=2000,
         runtime=10,
@@ -48,8 +42,8 @@ rule roi_atlas:
     conda:
         "../../envs/model.yaml"
     shell:
-        "rest2visual roi-atlas --mask {input.mask} {params.atlas} --out {output}"
-        " > {log} 2>&1"
+        "rest2visual roi-atlas --mask {input.mask:q} {params.atlas:q} --out {output:q}"
+        " > {log:q} 2>&1"
 
 
 rule evaluate_model:
@@ -61,7 +55,7 @@ rule evaluate_model:
         atlas=ROI_ATLAS,
     output:
         **{name: f"{EVALUATION}/{file}" for name, file in EVALUATION_FILES.items() if name != "decoding"},
-        decoding=report(f"{EVALUATION}/decoding.csv", caption="../report/decoding.rst",
+        decoding=report(f"{EVALUATION}/{EVALUATION_FILES['decoding']}", caption="../report/decoding.rst",
                         category="6 Decoding probe", subcategory="{protocol}"),
     wildcard_constraints:
         protocol="|".join(re.escape(p) for p in PROTOCOLS),
@@ -79,15 +73,15 @@ rule evaluate_model:
     conda:
         "../../envs/model.yaml"
     shell:
-        "rest2visual evaluate --pack {input.pack} --split {input.split} --shared {input.shared}"
-        " --model {input.model} --atlas {input.atlas} --protocol {wildcards.protocol}"
-        " --ridge-alphas {params.ev[ridge_alphas]} --ssim-window {params.ev[ssim_window]}"
-        " --device {params.device} --out-dir {params.out_dir} > {log} 2>&1"
+        "rest2visual evaluate --pack {input.pack:q} --split {input.split:q} --shared {input.shared:q}"
+        " --model {input.model:q} --atlas {input.atlas:q} --protocol {wildcards.protocol:q}"
+        " --ridge-alphas {params.ev[ridge_alphas]:q} --ssim-window {params.ev[ssim_window]:q}"
+        " --device {params.device:q} --out-dir {params.out_dir:q} > {log:q} 2>&1"
 
 
 rule tables:
     input:
-        [f"{EVALUATION.format(protocol=p)}/scores.csv" for p in PROTOCOLS],
+        [f"{EVALUATION.format(protocol=p)}/{EVALUATION_FILES['scores']}" for p in PROTOCOLS],
     output:
         **{t: report(f, caption=f"../report/{t}.rst", category="4 Tables") for t, f in TABLES_CSV.items()},
         **TABLES_MD,
@@ -103,7 +97,7 @@ rule tables:
     conda:
         "../../envs/model.yaml"
     shell:
-        "rest2visual evaluate tables --scores {input} --out-dir {params.out_dir} > {log} 2>&1"
+        "rest2visual evaluate tables --scores {input:q} --out-dir {params.out_dir:q} > {log:q} 2>&1"
 
 
 rule figures:
@@ -112,7 +106,7 @@ rule figures:
         evaluation=[PAPER[n] for n in ("scores", "predictions", "snr_cnr", "intersubject")],
         atlas=ROI_ATLAS,
         template=TEMPLATE,
-        train_log=f"{Path(model_file('paper')).parent}/train_log.csv",
+        train_log=f"{Path(model_file(protocol_names.PAPER)).parent}/train_log.csv",
     output:
         **{
             key: report(f"{FIGURES}/{png}", caption=f"../report/{rst}", category="5 Evaluation")
@@ -131,9 +125,9 @@ rule figures:
     conda:
         "../../envs/model.yaml"
     shell:
-        "rest2visual figures --pack {input.pack} --evaluation-dir {params.evaluation_dir}"
-        " --atlas {input.atlas} --template {input.template} --train-log {input.train_log}"
-        " --out-dir {params.out_dir} > {log} 2>&1"
+        "rest2visual figures --pack {input.pack:q} --evaluation-dir {params.evaluation_dir:q}"
+        " --atlas {input.atlas:q} --template {input.template:q} --train-log {input.train_log:q}"
+        " --out-dir {params.out_dir:q} > {log:q} 2>&1"
 
 
 TARGETS.extend([*TABLES_CSV.values(), *TABLES_MD.values()])

@@ -20,9 +20,9 @@ rule evoked_betas:
     conda:
         "../../envs/preprocess.yaml"
     shell:
-        "rest2visual evoked --betas {input.betas} --transform {input.transform}"
-        " --mask {input.mask} --subject {wildcards.sub} --session {wildcards.ses}"
-        " --trials {params.trials} --out {output} > {log} 2>&1"
+        "rest2visual evoked --betas {input.betas:q} --transform {input.transform:q}"
+        " --mask {input.mask:q} --subject {wildcards.sub:q} --session {wildcards.ses:q}"
+        " --trials {params.trials:q} --out {output:q} > {log:q} 2>&1"
 
 
 rule ncsnr_to_mni:
@@ -42,8 +42,8 @@ rule ncsnr_to_mni:
     conda:
         "../../envs/preprocess.yaml"
     shell:
-        "rest2visual warp-to-mni --in {input.ncsnr} {params.transform}"
-        " --mask {input.mask} --out {output} > {log} 2>&1"
+        "rest2visual warp-to-mni --in {input.ncsnr:q} {params.transform:q}"
+        " --mask {input.mask:q} --missing-as-nan --out {output:q} > {log:q} 2>&1"
 
 
 TARGETS.extend(evoked_betas_h5(s, t) for s, t in subject_sessions())

@@ -1,7 +1,13 @@
 # NSD inputs: the simulated NSD (demo), anonymous S3 download, or a local mirror.
 
-NEEDED = nsdkeys.needed_keys(config)
+from rest2visual.nsd.check import workflow_keys
+
+NEEDED = workflow_keys(config)
 NEEDED_BY = {k.key: k.needed_by for k in NEEDED}
+logger.info(
+    f"NSD space {SPACE}: rest runs whose header has no time unit (NSD's: xyzt_units = 0) "
+    f"use TR {TR_S:g} s from config {TR_KEY}"
+)
 
 
 if NSD["source"] == "simulated":
@@ -12,11 +18,11 @@ if NSD["source"] == "simulated":
             truth=f"{config['simulate']['root']}/truth/params.json",
         params:
             root=lambda wc, output: Path(output.truth).parent.parent,
-            subjects=" ".join(str(s) for s in NSD["subjects"]),
-            sessions=" ".join(sorted({t for s in SUBJECTS for t in sessions(s)})),
+            subjects=[str(s) for s in NSD["subjects"]],
+            sessions=sorted({t for s in SUBJECTS for t in sessions(s)}),
             sim=config["simulate"],
             trials=NSD["trials_per_session"],
-            tr=NSD["tr_s"],
+            tr=TR_S,
             res=RES,
         threads: R.rule_threads(config, "simulate_nsd")
         resources:
@@ -28,11 +34,11 @@ if NSD["source"] == "simulated":
         conda:
             "../../envs/preprocess.yaml"
         shell:
-            "rest2visual simulate-nsd {params.root} --subjects {params.subjects}"
-            " --sessions {params.sessions} --trials {params.trials}"
-            " --voxel-mm {params.sim[voxel_mm]} --volumes {params.sim[volumes]}"
-            " --images {params.sim[images]} --shared {params.sim[shared_images]}"
-            " --mni-mm {params.res} --tr {params.tr} --seed {params.sim[seed]} > {log} 2>&1"
+            "rest2visual simulate-nsd {params.root:q} --subjects {params.subjects:q}"
+            " --sessions {params.sessions:q} --trials {params.trials:q}"
+            " --voxel-mm {params.sim[voxel_mm]:q} --volumes {params.sim[volumes]:q}"
+            " --images {params.sim[images]:q} --shared {params.sim[shared_images]:q}"
+            " --mni-mm {params.res:q} --tr {params.tr:q} --seed {params.sim[seed]:q} > {log:q} 2>&1"
 
 elif NSD["source"] == "s3":
     logger.info(
@@ -51,7 +57,7 @@ elif NSD["source"] == "s3":
             key="|".join(re.escape(k.key) for k in NEEDED),
         params:
             bucket=NSD["bucket"],
-            endpoint=f"--endpoint-url {NSD['endpoint_url']}" if NSD["endpoint_url"] else "",
+            endpoint=["--endpoint-url", NSD["endpoint_url"]] if NSD["endpoint_url"] else [],
             needed_by=lambda wc: NEEDED_BY[wc.key],
         log:
             log("nsd", "download/{key}"),
@@ -59,10 +65,22 @@ elif NSD["source"] == "s3":
         conda:
             "../../envs/nsd.yaml"
         shell:
-            "rest2visual download {wildcards.key:q} {output:q} --bucket {params.bucket}"
-            " {params.endpoint} --needed-by {params.needed_by:q} > {log:q} 2>&1"
+            "rest2visual download {wildcards.key:q} {output:q} --bucket {params.bucket:q}"
+            " {params.endpoint:q} --needed-by {params.needed_by:q} > {log:q} 2>&1"
 
-else:
-    from rest2visual.nsd.mirror import check_local_mirror
+elif workflow.is_main_process:
+    # A local mirror is read in place: every needed key is checked now (headers and
+    # gzip trailers, seconds), so the jobs are planned only on a mirror that passes.
+    # Cluster jobs re-read this file and skip it (not the main process).
+    from rest2visual.nsd.check import preflight
 
-    check_local_mirror(NSD["local_root"], NEEDED)
+    preflight(config, log=logger.info)
+
+
+onstart:
+    # S3: check the bucket's keys (HEAD and ranged GETs) once the jobs are planned and
+    # before the first starts; not in dry-runs or cluster jobs (they run --no-hooks).
+    if NSD["source"] == "s3":
+        from rest2visual.nsd.check import preflight
+
+        preflight(config, log=logger.info)

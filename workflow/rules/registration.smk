@@ -14,8 +14,8 @@ rule mni_template:
     conda:
         "../../envs/preprocess.yaml"
     shell:
-        "rest2visual template --resolution {params.res} --template {output.template}"
-        " --mask {output.mask} > {log} 2>&1"
+        "rest2visual template --resolution {params.res:q} --template {output.template:q}"
+        " --mask {output.mask:q} > {log:q} 2>&1"
 
 
 rule register_to_mni:
@@ -38,7 +38,7 @@ rule register_to_mni:
         ),
     params:
         reg=config["registration"],
-        iterations=" ".join(str(i) for i in config["registration"]["iterations"]),
+        iterations=[str(i) for i in config["registration"]["iterations"]],
         res=RES,
         out_dir=lambda wc, output: Path(output.composite).parent,
     threads: R.rule_threads(config, "register_to_mni")
@@ -51,12 +51,65 @@ rule register_to_mni:
     conda:
         "../../envs/preprocess.yaml"
     shell:
-        "rest2visual register --anat {input.anat} --brainmask {input.brainmask}"
-        " --resolution {params.res} --threads {threads}"
-        " --out-dir {params.out_dir} --prefix sub-{wildcards.sub}"
-        " --type-of-transform {params.reg[type_of_transform]} --metric {params.reg[metric]}"
-        " --iterations {params.iterations} --seed {params.reg[seed]} --qc {output.qc} > {log} 2>&1"
+        "rest2visual register --anat {input.anat:q} --brainmask {input.brainmask:q}"
+        " --resolution {params.res:q} --threads {params.reg[threads]:q}"
+        " --out-dir {params.out_dir:q} --prefix sub-{wildcards.sub:q}"
+        " --type-of-transform {params.reg[type_of_transform]:q} --metric {params.reg[metric]:q}"
+        " --iterations {params.iterations:q} --seed {params.reg[seed]:q} --qc {output.qc:q}"
+        " > {log:q} 2>&1"
 
 
 if config["registration"]["method"] == "ants":
     TARGETS.extend(out("registration", "qc", "png", sub=s, desc="registration") for s in SUBJECTS)
+
+
+rule crosscheck_registration:
+    input:
+        composite=composite_xfm("{sub}"),
+        nsd=lambda wc: nsd_path(nsdkeys.func_to_mni_key(int(wc.sub), SPACE)),
+        anat=lambda wc: nsd_path(nsdkeys.anatomy_key(int(wc.sub), SPACE)),
+        brainmask=lambda wc: nsd_path(nsdkeys.brainmask_key(int(wc.sub), SPACE)),
+    output:
+        csv=crosscheck_csv("{sub}"),
+        md=out("registration", "crosscheck", "md", sub="{sub}", desc="antsVsNsd"),
+        qc=report(
+            out("registration", "qc", "png", sub="{sub}", desc="crosscheck"),
+            caption="../report/registration_crosscheck_qc.rst",
+            category="1 Registration",
+            subcategory="sub-{sub}",
+        ),
+    params:
+        res=RES,
+    threads: 1
+    log:
+        log("registration", "crosscheck_sub-{sub}"),
+    conda:
+        "../../envs/preprocess.yaml"
+    shell:
+        "rest2visual crosscheck-registration --subject {wildcards.sub:q} --composite {input.composite:q}"
+        " --nsd-coords {input.nsd:q} --anat {input.anat:q} --brainmask {input.brainmask:q}"
+        " --resolution {params.res:q} --qc {output.qc:q} --csv {output.csv:q} --md {output.md:q}"
+        " > {log:q} 2>&1"
+
+
+rule crosscheck_table:
+    input:
+        [crosscheck_csv(s) for s in SUBJECTS],
+    output:
+        csv=report(
+            f"results/registration/crosscheck_res-{RES}_ants-vs-nsd.csv",
+            caption="../report/registration_crosscheck.rst",
+            category="1 Registration",
+        ),
+        md=f"results/registration/crosscheck_res-{RES}_ants-vs-nsd.md",
+    log:
+        log("registration", "crosscheck_table"),
+    conda:
+        "../../envs/preprocess.yaml"
+    shell:
+        "rest2visual crosscheck-registration --combine {input:q} --csv {output.csv:q}"
+        " --md {output.md:q} > {log:q} 2>&1"
+
+
+if config["registration"]["crosscheck"]:
+    TARGETS.extend(rules.crosscheck_table.output)

@@ -22,8 +22,8 @@ rule rest_to_mni:
     conda:
         "../../envs/preprocess.yaml"
     shell:
-        "rest2visual warp-to-mni --in {input.run} {params.transform}"
-        " --mask {input.mask} --out {output} > {log} 2>&1"
+        "rest2visual warp-to-mni --in {input.run:q} {params.transform:q}"
+        " --mask {input.mask:q} --out {output:q} > {log:q} 2>&1"
 
 
 rule pcc_zmap:
@@ -36,6 +36,7 @@ rule pcc_zmap:
         mask=BRAIN_MASK,
         template=TEMPLATE,
         confounds=rest_confounds,
+        seed_mask=seed_mask_input(),
     output:
         zmap=out("rest", "zmap", "nii.gz", sub="{sub}", ses="{ses}", space="MNI152", res=RES,
                  desc="pcc"),
@@ -47,11 +48,9 @@ rule pcc_zmap:
         ),
     params:
         rest=config["rest"],
-        seed=(f"--seed-mask {config['rest']['seed_mask']}" if config["rest"]["seed_mask"] else
-              "--seed-center {} {} {} --seed-radius {}".format(
-                  *config["rest"]["seed_center_mm"], config["rest"]["seed_radius_mm"])),
-        confounds=lambda wc, input: f"--confounds {' '.join(input.confounds)}" if input.confounds else "",
-        tr=NSD["tr_s"],
+        seed=seed_args(),
+        confounds=lambda wc, input: (["--confounds", *input.confounds] if input.confounds else []),
+        tr=TR_S,
     threads: R.rule_threads(config, "pcc_zmap")
     resources:
         **R.rule_resources(config, "pcc_zmap"),
@@ -62,11 +61,86 @@ rule pcc_zmap:
     conda:
         "../../envs/preprocess.yaml"
     shell:
-        "rest2visual rest-map --runs {input.runs} --mask {input.mask} {params.seed}"
-        " --bandpass {params.rest[bandpass_hz][0]} {params.rest[bandpass_hz][1]}"
-        " --filter-order {params.rest[filter_order]} --hrf {params.rest[hrf_model]}"
-        " --combine {params.rest[combine_runs]} {params.confounds} --tr {params.tr}"
-        " --template {input.template} --out {output.zmap} --qc {output.qc} > {log} 2>&1"
+        "rest2visual rest-map --runs {input.runs:q} --mask {input.mask:q} {params.seed:q}"
+        " --bandpass {params.rest[bandpass_hz][0]:q} {params.rest[bandpass_hz][1]:q}"
+        " --filter-order {params.rest[filter_order]:q} --hrf {params.rest[hrf_model]:q}"
+        " --units {params.rest[units]:q}"
+        " --combine {params.rest[combine_runs]:q} {params.confounds:q} --tr {params.tr:q}"
+        " --template {input.template:q} --out {output.zmap:q} --qc {output.qc:q} > {log:q} 2>&1"
+
+
+# --- the rest-map quality report: the configured recipe beside the alternatives -----
+
+# QUALITY_RECIPES, REST_RECIPE and recipe_zmap(): common.smk (no functions beside rules)
+
+
+rule pcc_zmap_recipe:
+    """Another recipe's z-map of a session (same runs, seed, band and combination)."""
+    input:
+        runs=rules.pcc_zmap.input.runs,
+        mask=BRAIN_MASK,
+        confounds=rest_confounds,
+        seed_mask=seed_mask_input(),
+    output:
+        zmap=out("rest", "zmap", "nii.gz", sub="{sub}", ses="{ses}", space="MNI152", res=RES,
+                 desc="pcc{Hrf}{Units}"),
+    wildcard_constraints:
+        Hrf="Glover|Spm|None",
+        Units="Raw|Psc",
+    params:
+        rest=config["rest"],
+        seed=seed_args(),
+        confounds=lambda wc, input: (["--confounds", *input.confounds] if input.confounds else []),
+        hrf=lambda wc: wc.Hrf.lower(),
+        units=lambda wc: wc.Units.lower(),
+        tr=TR_S,
+    threads: R.rule_threads(config, "pcc_zmap")
+    resources:
+        **R.rule_resources(config, "pcc_zmap"),
+    log:
+        log("rest", "sub-{sub}_ses-{ses}_pcc{Hrf}{Units}-zmap"),
+    conda:
+        "../../envs/preprocess.yaml"
+    shell:
+        "rest2visual rest-map --runs {input.runs:q} --mask {input.mask:q} {params.seed:q}"
+        " --bandpass {params.rest[bandpass_hz][0]:q} {params.rest[bandpass_hz][1]:q}"
+        " --filter-order {params.rest[filter_order]:q} --hrf {params.hrf:q} --units {params.units:q}"
+        " --combine {params.rest[combine_runs]:q} {params.confounds:q} --tr {params.tr:q}"
+        " --out {output.zmap:q} > {log:q} 2>&1"
+
+
+REST_QUALITY = {"csv": "results/rest/quality.csv", "md": "results/rest/quality.md",
+                "figure": "results/rest/quality.png"}
+
+
+rule rest_quality:
+    input:
+        maps=[recipe_zmap(s, t, r) for r in QUALITY_RECIPES for s, t in subject_sessions()],
+        mask=BRAIN_MASK,
+        truth=[f"{config['simulate']['root']}/truth/params.json"]
+        if NSD["source"] == "simulated" else [],
+    output:
+        csv=report(REST_QUALITY["csv"], caption="../report/rest_quality.rst",
+                   category="2 Rest maps", subcategory="quality"),
+        md=REST_QUALITY["md"],
+        figure=report(REST_QUALITY["figure"], caption="../report/rest_quality.rst",
+                      category="2 Rest maps", subcategory="quality"),
+    params:
+        maps=[f"{r}:{int(s)}:{recipe_zmap(s, t, r)}"
+              for r in QUALITY_RECIPES for s, t in subject_sessions()],
+        truth=lambda wc, input: ["--truth", str(Path(input.truth[0]).parent)] if input.truth else [],
+        configured=REST_RECIPE,
+    log:
+        log("rest", "quality"),
+    conda:
+        "../../envs/preprocess.yaml"
+    shell:
+        "rest2visual rest-quality --maps {params.maps:q} --mask {input.mask:q}"
+        " --configured {params.configured:q} {params.truth:q}"
+        " --csv {output.csv:q} --md {output.md:q} --figure {output.figure:q} > {log:q} 2>&1"
+
+
+TARGETS.extend(REST_QUALITY.values())
 
 
 TARGETS.extend(

@@ -1,15 +1,18 @@
 # Rest2Visual training, one model per protocol (paper, unseen-stimulus, unseen-subject_sub-XX).
 
+from rest2visual.model.rerun import RuntimeOptions, split_config as split_train_config
+
 if FROZEN:
 
     rule embed_images:
         input:
-            PACK,
+            pack=PACK,
+            weights=encoder_weights_input(),
         output:
             EMBEDDINGS,
         params:
             encoder=MODEL_CFG["image_encoder"],
-            weights=f"--weights {MODEL_CFG['encoder_weights']}" if MODEL_CFG["encoder_weights"] else "",
+            weights=["--weights", MODEL_CFG["encoder_weights"]] if MODEL_CFG["encoder_weights"] else [],
             dim=MODEL_CFG["embed_dim"],
         resources:
             gpu=1 if TRAIN_CFG["device"] != "cpu" else 0,
@@ -18,8 +21,12 @@ if FROZEN:
         conda:
             "../../envs/model.yaml"
         shell:
-            "rest2visual embed-images --pack {input} --encoder {params.encoder} {params.weights}"
-            " --feature-dim {params.dim} --out {output} > {log} 2>&1"
+            "rest2visual embed-images --pack {input.pack:q} --encoder {params.encoder:q} {params.weights:q}"
+            " --feature-dim {params.dim:q} --out {output:q} > {log:q} 2>&1"
+
+
+# device, num_workers, compile, log_every: how training runs, not what it gives
+TRAIN_RESULT_CFG, TRAIN_RUNTIME = split_train_config({"model": MODEL_CFG, "train": TRAIN_CFG})
 
 
 rule train_model:
@@ -27,18 +34,23 @@ rule train_model:
         pack=PACK,
         split=f"{SPLITS}/{{protocol}}.csv",
         embeddings=EMBEDDINGS if FROZEN else [],
+        weights=encoder_weights_input(),
     output:
-        # the trained weights are precious: protected against accidental reruns
-        model=protected(model_file("{protocol}")),
+        # derived from last.pt/best.pt (not outputs, so Snakemake never deletes them): a rerun
+        # rewrites model.pt and train_log.csv from a finished training in seconds
+        model=model_file("{protocol}"),
         curve=report(
             "results/models/{protocol}/train_log.csv",
             caption="../report/train_log.rst",
-            category="4 Training",
+            category="3 Training",
         ),
     params:
-        cfg=json.dumps({"model": MODEL_CFG, "train": TRAIN_CFG}),
+        # the result-changing keys (model, train but runtime keys): an edit reruns training
+        cfg=json.dumps(TRAIN_RESULT_CFG),
+        # not a builtin type, so Snakemake does not compare it: edits rerun nothing
+        runtime=RuntimeOptions(TRAIN_RUNTIME),
         launcher=train_launcher,
-        embeddings=lambda wc, input: f"--embeddings {input.embeddings}" if input.embeddings else "",
+        embeddings=lambda wc, input: ["--embeddings", input.embeddings] if input.embeddings else [],
         out_dir=lambda wc, output: Path(output.model).parent,
     threads: R.rule_threads(config, "train_model")
     resources:
@@ -50,8 +62,8 @@ rule train_model:
     conda:
         "../../envs/model.yaml"
     shell:
-        "{params.launcher} train --pack {input.pack} --split {input.split} --params {params.cfg:q}"
-        " {params.embeddings} --out-dir {params.out_dir} > {log} 2>&1"
+        "{params.launcher} train --pack {input.pack:q} --split {input.split:q} --params {params.cfg:q}"
+        " --runtime {params.runtime:q} {params.embeddings:q} --out-dir {params.out_dir:q} > {log:q} 2>&1"
 
 
-TARGETS.append(model_file("paper"))
+TARGETS.append(model_file(protocol_names.PAPER))

@@ -10,7 +10,10 @@ Layout (n_vox = voxels in the MNI brain mask, C order of the mask's True voxels)
     /trials/<column>   (n_trials,) one 1D dataset per TRIAL_COLUMNS entry
     /rest_index/subject, /rest_index/session   (n_rest,)
     /excluded_trials   (n_excluded, 3) int32 (subject, session, trial): bad trials left out
-    /ncsnr, /ncsnr_subjects   optional (n_subjects, n_vox) float32 noise-ceiling SNR in MNI
+    /ncsnr, /ncsnr_subjects   optional (n_subjects, n_vox) float32 noise-ceiling SNR in MNI;
+                       NaN marks missing voxels (NSD's invalid voxels and their MNI
+                       neighbours, see resample.warp_volume_with_missing), counted per
+                       subject in the attr ``missing_voxels``; ncsnr metrics skip them
 
 Rows of ``/trials`` are sorted by (subject, session, trial) and are the rows of
 ``/betas``; ``image_row`` and ``rest_row`` index ``/images`` and ``/rest_maps``.
@@ -44,20 +47,13 @@ import numpy as np
 
 from rest2visual.atomic import atomic_path
 from rest2visual.checks import InputError, check_affine, load_nifti, require_file
+from rest2visual.dataset.layout import REQUIRED_ATTRS, TRIAL_COLUMNS, TRIAL_DTYPES, TRIAL_KEY
+from rest2visual.dataset.validate import validate_pack
 from rest2visual.maskvec import MaskedGrid
 
-#: one 1D dataset under /trials per column, with its stored dtype
-TRIAL_DTYPES = {
-    "subject": np.int32, "session": np.int32, "trial": np.int32, "nsd_id": np.int32,
-    "shared": np.bool_, "repeat": np.int8, "image_row": np.int32, "rest_row": np.int32,
-}
-TRIAL_COLUMNS = tuple(TRIAL_DTYPES)
-#: the columns that identify a trial (split files carry these)
-TRIAL_KEY = ("subject", "session", "trial")
-REQUIRED_ATTRS = (
-    "config_hash", "rest2visual_version", "template", "mask_description", "resolution_mm",
-    "created_utc", "n_trials", "n_voxels", "image_size", "n_excluded_trials",
-)
+__all__ = ["REQUIRED_ATTRS", "TRIAL_COLUMNS", "TRIAL_DTYPES", "TRIAL_KEY", "Pack", "PackWriter",
+           "pack_triplets", "validate_pack", "write_pack"]
+
 DEFAULT_TEMPLATE = "MNI152 2009 (nilearn) resampled onto the FSL MNI152 grid"
 #: rows of evoked betas read at once: bounds memory to ~64 MB per block
 _BLOCK_BYTES = 64 * 2**20
@@ -77,6 +73,66 @@ def to_float16(values: np.ndarray) -> np.ndarray:
             return np.asarray(values, dtype=np.float16)
     values = np.ascontiguousarray(values, dtype=np.float32)
     return torch.from_numpy(values).to(torch.float16).numpy()
+
+
+class Progress:
+    """Log lines ``<what>: done/total <unit> (p %), rate, ETA`` to ``stream``.
+
+    A line every ``every`` of the total (default 5 %), and at the end; a stage of
+    minutes to hours (the paper's pack: ~225 min) then shows that it moves and
+    when it will finish. ``clock`` is injectable for tests.
+    """
+
+    def __init__(self, what: str, total: int, unit: str = "rows", *, every: float = 0.05,
+                 enabled: bool = True, stream=None, clock=None):
+        import time
+
+        self.what, self.total, self.unit, self.enabled = what, int(total), unit, enabled
+        self.stream = sys.stdout if stream is None else stream
+        self.clock = clock or time.monotonic
+        self.step = max(1, int(np.ceil(every * self.total)))
+        self.done, self.t0, self._next = 0, self.clock(), self.step
+
+    def update(self, n: int) -> None:
+        """``n`` more units done; log when a multiple of the step is passed or at the end."""
+        self.done += int(n)
+        if self.done >= self._next or self.done >= self.total:
+            while self._next <= self.done:
+                self._next += self.step
+            self._log()
+
+    def _log(self) -> None:
+        if not self.enabled:
+            return
+        elapsed = self.clock() - self.t0
+        rate = self.done / elapsed if elapsed > 0 else float("inf")
+        left = (self.total - self.done) / rate if rate > 0 else float("inf")
+        pct = 100.0 * self.done / max(self.total, 1)
+        print(f"{self.what}: {self.done}/{self.total} {self.unit} ({pct:.0f} %), "
+              f"{rate:.1f} {self.unit}/s, elapsed {_duration(elapsed)}, ETA {_duration(left)}",
+              file=self.stream, flush=True)
+
+
+def _duration(seconds: float) -> str:
+    if not np.isfinite(seconds):
+        return "?"
+    m, s = divmod(int(round(seconds)), 60)
+    h, m = divmod(m, 60)
+    return f"{h}h{m:02d}m{s:02d}s" if h else f"{m}m{s:02d}s"
+
+
+def created_utc() -> str:
+    """Now (UTC, ISO 8601, seconds), or ``SOURCE_DATE_EPOCH`` when set.
+
+    The pack's only content that differs between two runs of the same inputs
+    (HDF5 object timestamps are off: h5py's ``track_times=False``); with
+    ``SOURCE_DATE_EPOCH`` set (the reproducible-builds convention) two packs
+    are byte-identical.
+    """
+    epoch = os.environ.get("SOURCE_DATE_EPOCH")
+    when = (datetime.fromtimestamp(int(epoch), timezone.utc) if epoch
+            else datetime.now(timezone.utc))
+    return when.isoformat(timespec="seconds")
 
 
 class PackWriter:
@@ -132,9 +188,11 @@ class PackWriter:
         self._next_beta = end
 
     def write_ncsnr(self, subjects, vectors: np.ndarray) -> None:
-        """(n_subjects, n_vox) noise-ceiling SNR maps in MNI and their subjects."""
+        """(n_subjects, n_vox) noise-ceiling SNR maps in MNI (NaN = missing) and their subjects."""
+        vectors = np.asarray(vectors, dtype=np.float32)
         self.h5.create_dataset("ncsnr_subjects", data=np.asarray(subjects, dtype=np.int32))
-        self.h5.create_dataset("ncsnr", data=np.asarray(vectors, dtype=np.float32))
+        ds = self.h5.create_dataset("ncsnr", data=vectors)
+        ds.attrs["missing_voxels"] = np.isnan(vectors).sum(axis=1).astype(np.int64)
 
     def finish(self, excluded, *, config_hash: str = "", template: str = DEFAULT_TEMPLATE,
                mask_description: str = "") -> None:
@@ -151,7 +209,7 @@ class PackWriter:
             "template": template, "mask_description": mask_description,
             "resolution_mm": float(abs(self.grid.affine[0, 0])),
             "image_size": int(self.images.shape[1]),
-            "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "created_utc": created_utc(),
             "n_trials": self.n_trials, "n_voxels": self.grid.n_voxels,
             "n_excluded_trials": len(ds),
         })
@@ -249,17 +307,27 @@ def _ncsnr_vectors(ncsnr: dict, grid: MaskedGrid, subjects: set[int]):
         img = load_nifti(ncsnr[subject], ndim=3, shape=grid.shape, affine=grid.affine,
                          finite=False, what="ncsnr map in MNI")
         vec = grid.to_vectors(np.asarray(img.dataobj, dtype=np.float32))
-        if not np.isfinite(vec).all():
-            raise InputError(f"{ncsnr[subject]}: non-finite ncsnr inside the brain mask")
+        if np.isinf(vec).any() or (vec < 0).any():
+            raise InputError(f"{ncsnr[subject]}: expected ncsnr ≥ 0 or NaN (missing) inside the "
+                             f"brain mask, found {int(np.isinf(vec).sum())} infinite and "
+                             f"{int((vec < 0).sum())} negative values")
         vectors.append(vec)
     return sorted(ncsnr), np.stack(vectors)
+
+
+def ncsnr_missing_report(ncsnr) -> list[str]:
+    """Log lines: per subject, the in-mask voxels whose ncsnr is missing (NaN)."""
+    subjects, vectors = ncsnr
+    return [f"sub-{s:02d}: {int(np.isnan(v).sum())} of {v.size} in-mask voxels have no valid "
+            "ncsnr (NaN: invalid in NSD or touched by invalid voxels when warped to MNI); "
+            "noise-ceiling metrics skip them" for s, v in zip(subjects, vectors)]
 
 
 def write_pack(out_path, *, grid: MaskedGrid, trials, rest_index, image_nsd_ids, image_size: int,
                rest_vectors, image_blocks, beta_blocks, excluded=(), ncsnr=None,
                config_hash: str = "", template: str = DEFAULT_TEMPLATE,
                mask_description: str = "", compression: str | None = None,
-               validate: bool = True) -> Path:
+               validate: bool = True, progress: bool = False) -> Path:
     """Stream arrays into a new pack at ``out_path``: atomic, validated before the rename.
 
     ``trials`` (TRIAL_COLUMNS, pack order), ``rest_index`` (subject, session
@@ -269,27 +337,34 @@ def write_pack(out_path, *, grid: MaskedGrid, trials, rest_index, image_nsd_ids,
     (b, n_vox) betas in % signal change) in pack order. ``excluded``: (subject,
     session, trial) of left-out bad trials; ``ncsnr``: (subjects, (n_subjects,
     n_vox) array) or None. All datasets are created at their final size first
-    (:class:`PackWriter`), so memory holds one block at a time.
+    (:class:`PackWriter`), so memory holds one block at a time. ``progress``:
+    log images and beta rows written, rate and ETA every 5 % (:class:`Progress`).
     """
     import h5py
-
-    from rest2visual.dataset.validate import validate_pack
 
     out_path = Path(out_path)
     with atomic_path(out_path) as tmp:
         with h5py.File(tmp, "w", libver="v110") as h5:
             writer = PackWriter(h5, grid, trials, rest_index, image_nsd_ids, image_size,
                                 compression)
+            logs = {name: Progress(f"pack: {name}", n, unit, enabled=progress) for name, n, unit in (
+                ("rest maps", writer.rest_maps.shape[0], "maps"),
+                ("images", writer.images.shape[0], "images"), ("betas", writer.n_trials, "rows"))}
             for row, vector in enumerate(rest_vectors):
                 writer.write_rest(row, vector)
+                logs["rest maps"].update(1)
             for start, block in image_blocks:
                 writer.write_images(start, block)
+                logs["images"].update(len(block))
             for source, trial_numbers, block in beta_blocks:
                 writer.write_betas(block, source, trial_numbers)
+                logs["betas"].update(len(block))
             if ncsnr is not None:
                 writer.write_ncsnr(*ncsnr)
             writer.finish(excluded, config_hash=config_hash, template=template,
                           mask_description=mask_description)
+        if validate and progress:
+            print(f"pack: validating {out_path.name}", flush=True)
         problems = validate_pack(tmp) if validate else []
         if problems:
             raise InputError(f"{out_path}: the packed file failed validation:\n  "
@@ -336,20 +411,24 @@ def pack_triplets(out_path, *, rest_maps: dict, evoked: dict, expdesign_path, st
                              what="PCC rest z-map in MNI")
             yield grid.to_vectors(np.asarray(img.dataobj, dtype=np.float32))
 
+    ncsnr_vectors = _ncsnr_vectors(ncsnr, grid, set(rest_index["subject"])) if ncsnr else None
     write_pack(
         out_path, grid=grid, trials=trials, rest_index=rest_index, image_nsd_ids=image_nsd_ids,
         image_size=image_size, rest_vectors=rest_vectors(),
         image_blocks=iter_resized_images(stimuli_path, image_nsd_ids, image_size),
         beta_blocks=(b for s in sessions for b in _evoked_blocks(s, grid.n_voxels)),
         excluded=excluded,
-        ncsnr=_ncsnr_vectors(ncsnr, grid, set(rest_index["subject"])) if ncsnr else None,
+        ncsnr=ncsnr_vectors,
         config_hash=config_hash, template=template, compression=compression,
         mask_description=f"{Path(mask_path).name}: {grid.n_voxels} in-mask voxels of {grid.shape}",
+        progress=verbose,
     )
     if verbose:
         print(f"packed {len(trials)} trials, {len(sessions)} rest maps, {len(image_nsd_ids)} "
               f"images, {grid.n_voxels} voxels -> {out_path}; excluded {len(excluded)} bad "
               f"trials" + (f": {excluded[:20]}" if excluded else ""))
+        for line in ncsnr_missing_report(ncsnr_vectors) if ncsnr_vectors else []:
+            print(line)
     return Path(out_path)
 
 
@@ -413,7 +492,7 @@ class Pack:
         return dict(self.h5.attrs)
 
     def ncsnr(self, subject: int) -> np.ndarray | None:
-        """(n_vox,) float32 ncsnr of ``subject`` in MNI, or None if the pack has none."""
+        """(n_vox,) float32 ncsnr of ``subject`` in MNI (NaN = missing), or None if none."""
         if "ncsnr" not in self.h5:
             return None
         hit = np.flatnonzero(self.h5["ncsnr_subjects"][()] == subject)

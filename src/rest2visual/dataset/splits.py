@@ -37,6 +37,7 @@ import numpy as np
 from rest2visual.atomic import atomic_path
 from rest2visual.checks import InputError, require_file
 from rest2visual.dataset.pack import TRIAL_KEY
+from rest2visual.protocols import PAPER, UNSEEN_STIMULUS, unseen_subject
 
 SPLIT_COLUMNS = (*TRIAL_KEY, "nsd_id", "split")
 SPLITS = ("train", "val", "test")
@@ -101,7 +102,7 @@ def _check_args(n_test: int | None, val_fraction: float) -> None:
 def paper_split(trials, *, seed: int, n_test: int, val_fraction: float):
     """The paper's protocol: n_test (subject, nsd_id) pairs test, equal per subject."""
     _check_args(n_test, val_fraction)
-    rng, pairs = _rng(seed, "paper"), _pairs(trials)
+    rng, pairs = _rng(seed, PAPER), _pairs(trials)
     if n_test >= len(pairs):
         raise ValueError(f"paper split: n_test={n_test} test pairs requested, but the pack has "
                          f"only {len(pairs)} subject–stimulus pairs (some must remain to train)")
@@ -118,7 +119,7 @@ def paper_split(trials, *, seed: int, n_test: int, val_fraction: float):
 def unseen_stimulus_split(trials, *, seed: int, n_test: int, val_fraction: float):
     """Whole images held out from every subject until the test holds ≥ n_test pairs."""
     _check_args(n_test, val_fraction)
-    rng = _rng(seed, "unseen-stimulus")
+    rng = _rng(seed, UNSEEN_STIMULUS)
     pairs = _pairs(trials)
     ids, n_subjects = np.unique(pairs["nsd_id"], return_counts=True)
     order = rng.permutation(len(ids))
@@ -145,7 +146,7 @@ def make_unseen_subject_split(trials, subject: int, *, seed: int, val_fraction: 
                          f"(packed subjects: {sorted(trials['subject'].unique().tolist())})")
     if is_test.all():
         raise ValueError(f"unseen-subject split: subject {subject} is the only packed subject")
-    rng = _rng(seed, f"unseen-subject_sub-{subject:02d}")
+    rng = _rng(seed, unseen_subject(subject))
     split = np.full(len(trials), "test", dtype=object)
     others = trials[~is_test]
     split[~is_test] = _val_by_pair(others, _pairs(others), rng, val_fraction,
@@ -164,8 +165,8 @@ def shared_trials(trials):
 def make_splits(trials_df, *, seed: int, n_test: int, val_fraction: float) -> dict:
     """{protocol name: split DataFrame} for ``paper``, ``unseen-stimulus`` and ``shared``."""
     return {
-        "paper": paper_split(trials_df, seed=seed, n_test=n_test, val_fraction=val_fraction),
-        "unseen-stimulus": unseen_stimulus_split(trials_df, seed=seed, n_test=n_test,
+        PAPER: paper_split(trials_df, seed=seed, n_test=n_test, val_fraction=val_fraction),
+        UNSEEN_STIMULUS: unseen_stimulus_split(trials_df, seed=seed, n_test=n_test,
                                                  val_fraction=val_fraction),
         "shared": shared_trials(trials_df),
     }
@@ -217,15 +218,18 @@ def split_rows(pack_or_trials, split_csv: str | os.PathLike, split: str) -> np.n
 
 
 def main(argv: list[str] | None = None) -> int:
+    from rest2visual.config import defaults
     from rest2visual.dataset.pack import Pack
 
     parser = argparse.ArgumentParser(prog="rest2visual splits",
                                      description="write the split files of every protocol")
     parser.add_argument("--pack", required=True, help="the triplet pack (.h5)")
     parser.add_argument("--out-dir", required=True)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--n-test", type=int, default=1000, help="test subject–stimulus pairs")
-    parser.add_argument("--val-fraction", type=float, default=0.1)
+    schema = defaults("splits")  # the config's defaults, from its schema
+    parser.add_argument("--seed", type=int, default=schema["seed"])
+    parser.add_argument("--n-test", type=int, default=schema["n_test"],
+                        help="test subject–stimulus pairs")
+    parser.add_argument("--val-fraction", type=float, default=schema["val_fraction"])
     parser.add_argument("--unseen-subjects", type=int, nargs="*", default=[])
     args = parser.parse_args(argv)
     try:
@@ -234,7 +238,7 @@ def main(argv: list[str] | None = None) -> int:
         splits = make_splits(trials, seed=args.seed, n_test=args.n_test,
                              val_fraction=args.val_fraction)
         for s in args.unseen_subjects:
-            splits[f"unseen-subject_sub-{s:02d}"] = make_unseen_subject_split(
+            splits[unseen_subject(s)] = make_unseen_subject_split(
                 trials, s, seed=args.seed, val_fraction=args.val_fraction)
     except ValueError as exc:  # InputError included
         print(f"rest2visual splits: error: {exc}", file=sys.stderr)

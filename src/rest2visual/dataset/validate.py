@@ -14,7 +14,7 @@ import sys
 
 import numpy as np
 
-from rest2visual.dataset.pack import REQUIRED_ATTRS, TRIAL_COLUMNS, TRIAL_KEY
+from rest2visual.dataset.layout import REQUIRED_ATTRS, TRIAL_COLUMNS, TRIAL_KEY
 
 _DATASETS = ("mask", "betas", "rest_maps", "images", "image_nsd_ids", "excluded_trials",
              "rest_index/subject", "rest_index/session",
@@ -108,11 +108,24 @@ def _check(h5, problems: list[str]) -> None:
     if problems:
         return
     _check_table(h5, problems)
-    for name in ("betas", "rest_maps", "ncsnr"):
-        if name in h5:
-            bad = _count_nonfinite(h5[name])
-            if bad:
-                problems.append(f"/{name} holds {bad} non-finite values (NaN/inf)")
+    for name in ("betas", "rest_maps"):
+        bad = _count_nonfinite(h5[name])
+        if bad:
+            problems.append(f"/{name} holds {bad} non-finite values (NaN/inf)")
+    if "ncsnr" in h5:
+        _check_ncsnr(h5["ncsnr"], problems)
+
+
+def _check_ncsnr(ds, problems: list[str]) -> None:
+    """/ncsnr: NaN only at the voxels its ``missing_voxels`` attr counts, never inf."""
+    data = ds[()]
+    if np.isinf(data).any():
+        problems.append(f"/ncsnr holds {int(np.isinf(data).sum())} infinite values")
+    n_nan = np.isnan(data).sum(axis=1)
+    declared = np.asarray(ds.attrs.get("missing_voxels", np.zeros(len(data), np.int64)))
+    if declared.shape != n_nan.shape or not np.array_equal(declared, n_nan):
+        problems.append(f"/ncsnr holds {n_nan.tolist()} NaN (missing) voxels per subject but "
+                        f"its 'missing_voxels' attribute declares {declared.tolist()}")
 
 
 def validate_pack(path: str | os.PathLike) -> list[str]:
@@ -122,7 +135,8 @@ def validate_pack(path: str | os.PathLike) -> list[str]:
     /betas, /rest_maps, /ncsnr and the attrs; /trials columns one row per
     /betas row; image_row and rest_row in range; nsd_id = image_nsd_ids[image_row];
     (subject, session) = rest_index[rest_row]; no duplicate (subject, session,
-    trial); every value of /betas, /rest_maps and /ncsnr finite.
+    trial); every value of /betas and /rest_maps finite; /ncsnr finite except the
+    missing voxels (NaN) its ``missing_voxels`` attribute counts.
     """
     import h5py
 

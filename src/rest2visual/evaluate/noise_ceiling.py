@@ -15,7 +15,10 @@ negative when the prediction anti-correlates), with r the voxelwise Pearson
 correlation across test trials (:func:`rest2visual.evaluate.metrics.pearson_voxels`).
 Noise-normalized accuracy is 100 · accuracy / NC: the percentage of the
 explainable variance that the model explains (100 = at the ceiling).
-``ncsnr`` must be on the same voxels as the predictions (MNI, in-mask).
+``ncsnr`` must be on the same voxels as the predictions (MNI, in-mask). NaN in
+``ncsnr`` marks a missing voxel (NSD writes NaN for invalid voxels; the pack keeps
+NaN where warping to MNI touched them): its ceiling and its noise-normalized
+accuracy are NaN, and the summaries skip it.
 """
 
 from __future__ import annotations
@@ -27,9 +30,14 @@ from rest2visual.evaluate.metrics import as_finite, describe
 
 
 def noise_ceiling(ncsnr, n_trials: int = 1) -> np.ndarray:
-    """Noise ceiling in percent of variance, per voxel, for responses averaged over ``n_trials``."""
-    ncsnr = as_finite(ncsnr, "ncsnr", ndim=np.ndim(ncsnr)).astype(np.float64)
-    if np.any(ncsnr < 0):
+    """Noise ceiling in percent of variance, per voxel, for responses averaged over ``n_trials``.
+
+    NaN (missing) ncsnr gives a NaN ceiling; infinite or negative values are errors.
+    """
+    ncsnr = np.asarray(ncsnr, dtype=np.float64)
+    missing = np.isnan(ncsnr)
+    as_finite(np.where(missing, 0.0, ncsnr), "ncsnr", ndim=ncsnr.ndim)
+    if np.any(ncsnr[~missing] < 0):
         raise InputError(f"ncsnr: {int((ncsnr < 0).sum())} negative values; "
                          "expected ncsnr ≥ 0 (an SD ratio)")
     if int(n_trials) != n_trials or n_trials < 1:
@@ -42,18 +50,21 @@ def noise_normalized_accuracy(r, nc, *, min_nc: float = 1.0) -> np.ndarray:
     """Per voxel: 100 · (100 · r·|r|) / NC, in percent of the noise ceiling.
 
     ``r``: (V,) voxelwise Pearson across test trials; ``nc``: (V,) noise ceiling
-    in percent (:func:`noise_ceiling`). Voxels with NC ≤ ``min_nc`` percent get
-    NaN: dividing by a ceiling near zero only amplifies noise.
+    in percent (:func:`noise_ceiling`, NaN = missing voxel). Voxels with NC ≤
+    ``min_nc`` percent or a missing NC get NaN: dividing by a ceiling near zero
+    only amplifies noise.
     """
     r = as_finite(r, "noise_normalized_accuracy: r", ndim=1).astype(np.float64)
-    nc = as_finite(nc, "noise_normalized_accuracy: nc", ndim=1).astype(np.float64)
+    nc = np.asarray(nc, dtype=np.float64)
+    missing = np.isnan(nc)
+    nc = as_finite(np.where(missing, 0.0, nc), "noise_normalized_accuracy: nc", ndim=1)
     if r.shape != nc.shape:
         raise InputError(f"noise_normalized_accuracy: r has shape {r.shape}, nc {nc.shape}; expected equal")
     if np.any(np.abs(r) > 1 + 1e-9) or np.any((nc < 0) | (nc > 100)):
         raise InputError("noise_normalized_accuracy: expected |r| ≤ 1 and 0 ≤ nc ≤ 100 (percent)")
     r2 = 100.0 * r * np.abs(r)
     with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(nc > min_nc, 100.0 * r2 / nc, np.nan)
+        return np.where((nc > min_nc) & ~missing, 100.0 * r2 / nc, np.nan)
 
 
 def summarize_noise_normalized(values) -> dict:

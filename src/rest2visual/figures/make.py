@@ -28,22 +28,18 @@ import pandas as pd
 from rest2visual.atomic import save_figure
 from rest2visual.checks import InputError, load_nifti, require_file
 
-FIGURES = {
-    "fig1": "fig1_predicted-vs-measured.png", "fig3": "fig3_snr-cnr.png", "fig4": "fig4_intersubject.png",
-    "fig5": "fig5_roi-atlas.png", "fig6": "fig6_ablation-maps.png", "training": "training-curves.png",
-}
+from rest2visual.evaluate.names import ABLATIONS, EVALUATION_FILES, FIGURES, MODEL
 #: rank positions (0 = best) of the stimuli shown in Fig. 1
 FIG1_RANKS = (0.10, 0.35, 0.60, 0.85)
-ABLATIONS = {"rest2visual": "Rest2Visual", "noise_rest": "noise rest", "noise_image": "noise image"}
 DPI = 110
 
 
 def ranked_rows(scores: pd.DataFrame, trials: pd.DataFrame, positions) -> list[int]:
     """Pack rows of distinct test images at rank ``positions`` (0 best … 1 worst) of VC Pearson."""
-    r = scores[(scores["method"] == "Rest2Visual") & (scores["region"] == "VC")
+    r = scores[(scores["method"] == MODEL) & (scores["region"] == "VC")
                & (scores["metric"] == "pearson")]
     if r.empty:
-        raise InputError("scores.csv has no Rest2Visual VC Pearson rows (not an evaluation's scores.csv?)")
+        raise InputError(f"scores.csv has no {MODEL} VC Pearson rows (not an evaluation's scores.csv?)")
     r = r.assign(nsd_id=trials.loc[r["row"], "nsd_id"].to_numpy()).sort_values("value", ascending=False)
     r = r.drop_duplicates("nsd_id")
     picks = [int(r["row"].iloc[int(round(p * (len(r) - 1)))]) for p in positions]
@@ -61,12 +57,13 @@ class Inputs:
         self.pack = Pack(pack_path)
         self.grid = self.pack.grid
         self.dir = Path(evaluation_dir)
-        self.scores = pd.read_csv(require_file(self.dir / "scores.csv", "evaluation scores"))
+        self.scores = pd.read_csv(require_file(self.dir / EVALUATION_FILES["scores"], "evaluation scores"))
         self.atlas = load_nifti(atlas_path, ndim=3, shape=self.grid.shape, affine=self.grid.affine,
                                 what="visual ROI atlas")
         self.template = load_nifti(template_path, ndim=3, shape=self.grid.shape, affine=self.grid.affine,
                                    what="MNI template")
-        with h5py.File(require_file(self.dir / "predictions.h5", "evaluation predictions"), "r") as h5:
+        with h5py.File(require_file(self.dir / EVALUATION_FILES["predictions"], "evaluation predictions"),
+                       "r") as h5:
             self.rows = h5["rows"][()]
             self.predictions = {key: h5["methods"][key][()] for key in ABLATIONS if key in h5["methods"]}
 
@@ -88,7 +85,7 @@ class Inputs:
 
 
 def accuracy(scores: pd.DataFrame, row: int) -> float:
-    hit = scores[(scores["method"] == "Rest2Visual") & (scores["region"] == "VC")
+    hit = scores[(scores["method"] == MODEL) & (scores["region"] == "VC")
                  & (scores["metric"] == "pearson") & (scores["row"] == row)]
     return float(hit["value"].iloc[0])
 
@@ -105,11 +102,12 @@ def make_figures(inputs: Inputs, train_log, out_dir, n_stimuli: int = 4, region:
     for row in ranked_rows(inputs.scores, trials, positions):
         data = inputs.row_data(row)
         stimuli.append({"image": data["image"], "measured": data["measured"],
-                        "predicted": data["predictions"]["Rest2Visual"],
+                        "predicted": data["predictions"][MODEL],
                         "label": f"{data['label']}\nVC r = {accuracy(inputs.scores, row):.2f}"})
     figures = {"fig1": maps.plot_predicted_vs_measured(inputs.grid, background, cut, stimuli)}
-    figures["fig3"] = snr.plot_snr_cnr(pd.read_csv(require_file(inputs.dir / "snr_cnr.csv", "SNR/CNR table")))
-    isc = pd.read_csv(require_file(inputs.dir / "intersubject.csv", "inter-subject table"))
+    figures["fig3"] = snr.plot_snr_cnr(pd.read_csv(require_file(inputs.dir / EVALUATION_FILES["snr_cnr"],
+                                                                "SNR/CNR table")))
+    isc = pd.read_csv(require_file(inputs.dir / EVALUATION_FILES["intersubject"], "inter-subject table"))
     figures["fig4"] = intersubject.plot_intersubject(isc, region)
     figures["fig5"] = atlas.plot_roi_atlas(inputs.atlas, inputs.template)
     median_row = ranked_rows(inputs.scores, trials, [0.5])[0]

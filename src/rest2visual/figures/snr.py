@@ -12,8 +12,8 @@ import numpy as np
 import pandas as pd
 
 from rest2visual.checks import InputError
+from rest2visual.evaluate.names import MEASURED, MODEL
 
-MODEL, MEASURED = "Rest2Visual", "Measured"
 COLUMNS = ("source", "metric", "mean", "sem", "p_vs_rest2visual")
 
 

@@ -46,7 +46,10 @@ def save_checkpoint(payload: dict, path: str | os.PathLike) -> Path:
     """Check ``payload`` (tensors/primitives only) and torch.save it atomically to ``path``."""
     check_serialisable(payload)
     with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
+        # to a file object, not a path: torch names the zip's root folder after a path
+        # (here the random temporary name), which made two saves of equal payloads differ
+        with open(tmp, "wb") as fh:
+            torch.save(payload, fh)
     return Path(path)
 
 

@@ -30,16 +30,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-#: defaults of the config's ``model`` block: the paper-sized values of the workflow
-#: schema (workflow/schemas/config.schema.yaml); the demo config sets smaller ones
-MODEL_DEFAULTS = {
-    "widths": [32, 64, 128, 256],
-    "groups": 8,
-    "embed_dim": 512,
-    "image_encoder": "small_cnn",
-    "encoder_weights": None,
-    "freeze_image_encoder": False,
-}
+from rest2visual.config import defaults as config_defaults
+
+#: defaults of the config's ``model`` block: the paper-sized values of the config
+#: schema (rest2visual/config.schema.yaml, read here); the demo config sets smaller ones
+MODEL_DEFAULTS = config_defaults("model")
 
 
 class AdaptiveGroupNorm(nn.Module):

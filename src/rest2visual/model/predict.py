@@ -70,7 +70,7 @@ def predict_vectors(model: LoadedModel, rest_vecs, images=None, *, features=None
         (N, feature_dim) cached image-encoder features instead.
     Runs in bf16 autocast on CUDA like training.
     """
-    from rest2visual.dataset.loader import VolumeScatter
+    from rest2visual.model.loader import VolumeScatter
 
     if (images is None) == (features is None):
         raise ValueError("give images or features (not both)")
@@ -176,7 +176,8 @@ def rest_vector_from_runs(model: LoadedModel, run_paths, confound_paths=None) ->
         confounds = [rest_map.load_confounds(c, load_nifti(r, ndim=4, finite=False).shape[3])
                      for c, r in zip(confound_paths, run_paths)]
     kwargs = {k: rest[k] for k in ("seed_center_mm", "seed_radius_mm", "bandpass_hz",
-                                   "filter_order", "hrf_model", "combine_runs") if k in rest}
+                                   "filter_order", "hrf_model", "combine_runs", "units")
+              if k in rest}
     if rest.get("seed_mask"):
         kwargs["seed_mask_img"] = load_nifti(rest["seed_mask"], ndim=3, what="seed mask")
     zmap = rest_map.pcc_seed_zmap(list(run_paths), mask_img, confounds=confounds,

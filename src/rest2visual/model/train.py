@@ -19,6 +19,22 @@ N × batch_size).
 - Last, ``model.pt``: the best weights with the config, mask grid and image size,
   which ``rest2visual predict`` and the evaluation load.
 On CUDA: bf16 autocast, channels_last_3d, optional torch.compile.
+
+Reruns: ``last.pt`` and ``best.pt`` hold the training; ``model.pt`` and
+``train_log.csv`` are derived from them (the log rows live in every checkpoint),
+so a workflow may delete those two and rerun at no cost:
+
+- ``last.pt`` already at its final step (a finished run, or one killed after its
+  last checkpoint): nothing is trained, ``model.pt`` and ``train_log.csv`` are
+  written again from the checkpoints (bit-identical weights).
+- ``last.pt`` of a run with other result-changing settings (:data:`RESULT_KEYS`
+  of ``train``, any ``model`` key, the number of processes or train rows): a new
+  training starts, with a message naming what changed; the old ``last.pt`` and
+  ``best.pt`` are replaced only when the new run writes its own.
+- The runtime keys (:data:`RUNTIME_KEYS`: ``device``, ``num_workers``,
+  ``compile``, ``log_every``) never change the weights (on one device), may
+  differ between a run and its resumption, and are passed apart (``--runtime``)
+  so that the workflow does not rerun training when they change.
 """
 
 from __future__ import annotations
@@ -40,20 +56,19 @@ import torch.nn.functional as F
 
 from rest2visual import __version__
 from rest2visual.atomic import atomic_path
+from rest2visual.config import defaults as config_defaults
 from rest2visual.model.checkpoint import (grid_entries, load_checkpoint, rng_state,
                                           save_checkpoint, save_model_file, set_rng_state,
                                           to_primitives)
 from rest2visual.model.distributed import (DistContext, EpochSampler, all_reduce_sum, barrier,
                                            cleanup_distributed, setup_distributed)
 from rest2visual.model.network import build_model, model_config, parameter_summary
+from rest2visual.model.rerun import RUNTIME_KEYS, TRAJECTORY_KEYS
 
 #: defaults of the config's ``train`` block (the workflow schema's values)
-TRAIN_DEFAULTS = {
-    "epochs": 50, "batch_size": 8, "lr": 3e-4, "weight_decay": 0.01, "warmup_steps": 500,
-    "seed": 0, "device": "auto", "num_workers": 4, "compile": False, "gpus": 1, "log_every": 50,
-}
-#: train keys that shape the optimisation trajectory: a resumed run must match them
-TRAJECTORY_KEYS = ("epochs", "batch_size", "lr", "weight_decay", "warmup_steps", "seed")
+TRAIN_DEFAULTS = config_defaults("train")
+#: train keys that change the trained weights (``gpus`` sets the global batch)
+RESULT_KEYS = tuple(k for k in TRAIN_DEFAULTS if k not in RUNTIME_KEYS)
 LOG_COLUMNS = ("epoch", "step", "train_loss", "val_loss", "val_pearson", "samples_per_s", "lr")
 
 
@@ -71,13 +86,73 @@ def full_config(cfg: dict) -> dict:
     return cfg
 
 
-def seed_everything(seed: int, deterministic: bool) -> None:
-    """Seed python, numpy and torch; deterministic kernels where asked (CPU runs)."""
+def seed_everything(seed: int, deterministic: bool = True, warn_only: bool = False) -> None:
+    """Seed python, numpy and torch, and choose deterministic kernels.
+
+    ``deterministic``: torch runs only operations with a deterministic
+    implementation, and raises on one without (``warn_only=False``, every CPU
+    run: bit-identical reruns) or warns naming it (``warn_only=True``, CUDA
+    runs). On CUDA, cuBLAS needs ``CUBLAS_WORKSPACE_CONFIG`` (set here before the
+    first CUDA call unless the environment sets it) and cuDNN's autotuner is off
+    and its deterministic algorithms chosen. Kernels torch documents as
+    non-deterministic on CUDA include the backward passes of adaptive/average
+    pooling and of ``interpolate`` (e.g. in a trained ResNet image encoder), and
+    ``torch.compile``'s generated kernels are not covered; a CUDA run with such
+    operations prints torch's warning naming them. Across GPU models, or CPU vs
+    GPU, results differ by rounding.
+    """
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
-    torch.use_deterministic_algorithms(deterministic)
+    if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(deterministic, warn_only=warn_only)
     torch.backends.cudnn.benchmark = not deterministic
+    torch.backends.cudnn.deterministic = deterministic
+
+
+def data_identity(pack_path, split_csv, embeddings_path=None, samples: int = 64) -> str:
+    """sha256 (hex) that changes when the training data change, read in about a second.
+
+    Covers the split file whole; the pack's index (``/trials``, ``/mask``,
+    ``/image_nsd_ids``, the shape attributes and ``config_hash``) and ``samples``
+    evenly spaced rows of ``/betas``, ``/rest_maps`` and ``/images``; the
+    embedding cache's encoder attributes and sampled rows. An upstream change
+    (another rest recipe, GLM or registration) changes every row, so a sample
+    sees it; a re-packed pack of the same data keeps its identity. A checkpoint
+    of other data is another training (see "Reruns" above).
+    """
+    import hashlib
+
+    import h5py
+
+    digest = hashlib.sha256(Path(split_csv).read_bytes())
+
+    def add(ds, rows=None):
+        data = ds[()] if rows is None else ds[rows]
+        digest.update(repr((ds.name, ds.dtype.str, ds.shape)).encode())
+        digest.update(np.ascontiguousarray(data).tobytes())
+
+    def sample(ds):
+        n = ds.shape[0]
+        add(ds, np.unique(np.linspace(0, n - 1, min(n, samples)).astype(np.int64)) if n else None)
+
+    with h5py.File(pack_path, "r") as h5:
+        for key in ("config_hash", "n_trials", "n_voxels", "image_size"):
+            digest.update(repr((key, h5.attrs.get(key))).encode())
+        for name in sorted(h5["trials"]):
+            add(h5["trials"][name])
+        add(h5["mask"])
+        add(h5["image_nsd_ids"])
+        for name in ("betas", "rest_maps", "images"):
+            sample(h5[name])
+    if embeddings_path is not None:
+        with h5py.File(embeddings_path, "r") as h5:
+            for key in ("encoder", "weights_sha256", "feature_dim"):
+                digest.update(repr((key, h5.attrs.get(key))).encode())
+            add(h5["nsd_ids"])
+            sample(h5["embeddings"])
+    return digest.hexdigest()
 
 
 def warmup_cosine(warmup_steps: int, total_steps: int):
@@ -121,13 +196,14 @@ class _Trainer:
     """State of one training run (one process); :func:`train` drives it."""
 
     def __init__(self, pack_path, split_csv, out_dir, cfg, embeddings_path, ctx: DistContext):
-        from rest2visual.dataset.loader import (TripletDataset, VolumeScatter, make_loader,
-                                                split_rows)
+        from rest2visual.model.loader import (TripletDataset, VolumeScatter, make_loader,
+                                              split_rows)
 
         self.ctx, self.cfg, self.out_dir = ctx, cfg, Path(out_dir)
+        self.data_identity = data_identity(pack_path, split_csv, embeddings_path)
         tcfg = cfg["train"]
         self.cuda = ctx.device.type == "cuda"
-        seed_everything(int(tcfg["seed"]), deterministic=not self.cuda)
+        seed_everything(int(tcfg["seed"]), deterministic=True, warn_only=self.cuda)
         if embeddings_path is not None:
             if not cfg["model"]["freeze_image_encoder"]:
                 raise ValueError(f"{embeddings_path}: cached embeddings need a frozen encoder "
@@ -243,22 +319,36 @@ class _Trainer:
             "rng": rng_state(), "config": self.cfg, "version": __version__,
             "world_size": self.ctx.world_size, "steps_per_epoch": self.steps_per_epoch,
             "best": dict(self.best), "history": list(self.history),
-            "epoch_loss": [self.loss_sum, self.loss_count],
+            "epoch_loss": [self.loss_sum, self.loss_count], "data_identity": self.data_identity,
             **grid_entries(self.mask, self.affine, self.image_size),
         }
 
-    def resume(self, path: Path) -> None:
-        # on the CPU: RNG states must stay there; load_state_dict moves the rest to the device
-        state = load_checkpoint(path, map_location="cpu")
+    def differences(self, state: dict) -> list[str]:
+        """What makes checkpoint ``state`` another training than this run (empty: the same)."""
         old, new = state["config"], self.cfg
-        changed = [f"model.{k}" for k in new["model"] if old["model"].get(k) != new["model"][k]]
-        changed += [f"train.{k}" for k in TRAJECTORY_KEYS if old["train"].get(k) != new["train"][k]]
+        changed = [f"model.{k} ({old['model'].get(k)!r} → {new['model'][k]!r})"
+                   for k in new["model"] if old["model"].get(k) != new["model"][k]]
+        changed += [f"train.{k} ({old['train'].get(k)!r} → {new['train'][k]!r})"
+                    for k in TRAJECTORY_KEYS if old["train"].get(k) != new["train"][k]]
         if state["world_size"] != self.ctx.world_size:
             changed.append(f"processes ({state['world_size']} → {self.ctx.world_size})")
-        if changed or state["steps_per_epoch"] != self.steps_per_epoch:
+        if state["steps_per_epoch"] != self.steps_per_epoch:
+            changed.append(f"steps per epoch ({state['steps_per_epoch']} → "
+                           f"{self.steps_per_epoch}: the train rows differ)")
+        elif state.get("data_identity") != self.data_identity:
+            changed.append("the training data (pack, split or embeddings: "
+                           f"identity {str(state.get('data_identity'))[:12]} → "
+                           f"{self.data_identity[:12]})")
+        return changed
+
+    def resume(self, path: Path, state: dict | None = None) -> None:
+        """Continue from checkpoint ``path`` (``state``: it, already loaded on the CPU)."""
+        # on the CPU: RNG states must stay there; load_state_dict moves the rest to the device
+        state = load_checkpoint(path, map_location="cpu") if state is None else state
+        changed = self.differences(state)
+        if changed:
             raise ValueError(f"{path}: cannot resume, the run differs from the checkpoint in "
-                             f"{changed or ['the number of train rows']}; "
-                             f"delete {path} to start over")
+                             f"{changed}; delete {path} to start over")
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
@@ -337,11 +427,24 @@ def train(pack_path, split_csv, out_dir, cfg: dict, *, embeddings_path=None,
     try:
         run = _Trainer(pack_path, split_csv, out_dir, cfg, embeddings_path, ctx)
         last = out_dir / "last.pt"
-        if last.exists():
-            run.resume(last)
-        elif ctx.is_main:
+        state = load_checkpoint(last, map_location="cpu") if last.exists() else None
+        changed = run.differences(state) if state is not None else []
+        if changed:
+            # another training: start over; last.pt/best.pt are replaced by this run's own
+            if ctx.is_main:
+                print(f"{last}: a training with other settings ({'; '.join(changed)}): "
+                      f"starting a new training (its checkpoints will replace {last.name} "
+                      "and best.pt)", flush=True)
+        elif state is not None:
+            run.resume(last, state)
+        if ctx.is_main:
             out_dir.mkdir(parents=True, exist_ok=True)
+        del state
         n_params = sum(p.numel() for p in run.model.parameters() if p.requires_grad)
+        if ctx.is_main and run.step >= run.total_steps:
+            print(f"{last}: this training is already finished (step {run.step} of "
+                  f"{run.total_steps}); writing model.pt and train_log.csv from its "
+                  "checkpoints", flush=True)
         if ctx.is_main:
             print(parameter_summary(run.model), flush=True)
             print(f"{run.n_train} train samples, {run.steps_per_epoch} steps/epoch × "
@@ -384,6 +487,7 @@ def train(pack_path, split_csv, out_dir, cfg: dict, *, embeddings_path=None,
             board.close()
         finished = run.step >= run.total_steps
         if finished and ctx.is_main:
+            run.write_log()
             write_final_model(out_dir, run)
         barrier(ctx)
         final = run.history[-1] if run.history else {}
@@ -396,11 +500,36 @@ def train(pack_path, split_csv, out_dir, cfg: dict, *, embeddings_path=None,
 
 
 def write_final_model(out_dir: Path, run: _Trainer) -> Path:
-    """model.pt: the best epoch's weights + config + grid, written last and atomically."""
+    """model.pt: the best epoch's weights + config + grid, written last and atomically.
+
+    The weights come from ``best.pt`` when it is this training's best epoch (same
+    settings, same epoch), else from ``last.pt`` (e.g. no epoch improved on
+    -inf because validation gave NaN). The config stored is the result config
+    (runtime keys dropped), so the same training gives the same ``model.pt``.
+    """
     best_path = out_dir / "best.pt"
-    best = load_checkpoint(best_path if best_path.exists() else out_dir / "last.pt")
-    return save_model_file(out_dir / "model.pt", best["model"], run.cfg, mask=run.mask,
+    best = load_checkpoint(best_path) if best_path.exists() else None
+    if (best is None or run.differences(best)
+            or best.get("best", {}).get("epoch") != run.best.get("epoch")):
+        best = load_checkpoint(out_dir / "last.pt")
+    cfg = dict(run.cfg, train={k: v for k, v in run.cfg["train"].items()
+                               if k not in RUNTIME_KEYS})
+    return save_model_file(out_dir / "model.pt", best["model"], cfg, mask=run.mask,
                            affine=run.affine, image_size=run.image_size, metrics=run.best)
+
+
+def load_runtime_arg(runtime: str | None) -> dict:
+    """``--runtime`` JSON text: a dict of :data:`RUNTIME_KEYS` only (or {} when None)."""
+    if runtime is None:
+        return {}
+    try:
+        values = json.loads(runtime)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"--runtime: not JSON text ({exc})") from exc
+    if not isinstance(values, dict) or set(values) - set(RUNTIME_KEYS):
+        raise ValueError(f"--runtime: expected a JSON object with keys among {list(RUNTIME_KEYS)}, "
+                         f"found {values!r}")
+    return values
 
 
 def load_config_arg(config: str | None, params: str | None) -> dict:
@@ -426,11 +555,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--split", required=True, help="split CSV with a split column")
     parser.add_argument("--config", help="workflow config YAML (model and train blocks)")
     parser.add_argument("--params", help="JSON text or file with the model and train blocks")
+    parser.add_argument("--runtime", help="JSON text of train keys that do not change the "
+                        f"result ({', '.join(RUNTIME_KEYS)}), over those of the config")
     parser.add_argument("--out-dir", required=True, help="checkpoints, train_log.csv, model.pt")
     parser.add_argument("--embeddings", help="cached frozen-encoder embeddings (embed-images)")
     parser.add_argument("--max-steps", type=int, help="stop after this many steps (resumable)")
     args = parser.parse_args(argv)
     cfg = load_config_arg(args.config, args.params)
+    runtime = load_runtime_arg(args.runtime)
+    if runtime:
+        cfg = dict(cfg, train={**(cfg.get("train") or {}), **runtime})
     metrics = train(args.pack, args.split, args.out_dir, cfg, embeddings_path=args.embeddings,
                     max_steps=args.max_steps)
     if int(os.environ.get("RANK", "0")) == 0:

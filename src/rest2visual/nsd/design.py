@@ -8,10 +8,12 @@
   ``len(sharedix)`` columns are the shared images, identical for every subject;
 - ``sharedix`` (1 × 1000): the shared images' 73k ids, sorted.
 
-Trial i (1-based) of session s (1-based) with T trials per session is experiment
-trial k = (s − 1)·T + (i − 1); its image is the 0-based 73k id
-``subjectim[subject − 1, masterordering[k] − 1] − 1``, a shared image iff
-``masterordering[k] <= len(sharedix)``.
+Trial i (1-based) of session s (1-based) is experiment trial
+k = (s − 1)·750 + (i − 1): 750 is NSD's fixed session length
+(``len(masterordering) / 40``), whatever number of trials a betas file holds (a
+file with T < 750 trials holds the session's first T trials). Its image is the
+0-based 73k id ``subjectim[subject − 1, masterordering[k] − 1] − 1``, a shared
+image iff ``masterordering[k] <= len(sharedix)``.
 """
 
 from __future__ import annotations
@@ -24,9 +26,14 @@ import numpy as np
 import pandas as pd
 
 from rest2visual.checks import InputError, require_file
+from rest2visual.nsd.keys import TRIALS_PER_SESSION
 
 FIELDS = ("masterordering", "subjectim", "sharedix")
 N_SUBJECTS = 8
+#: sessions the design spans (NSD: 40 for every subject, though some ran fewer)
+DESIGN_SESSIONS = 40
+#: experiment trials of the design: 40 sessions × 750 trials
+DESIGN_TRIALS = DESIGN_SESSIONS * TRIALS_PER_SESSION
 
 
 @dataclass(frozen=True)
@@ -88,6 +95,10 @@ def load_expdesign(path: str | os.PathLike) -> ExpDesign:
                          f"design holds {', '.join(FIELDS)}")
     order = _vector(_integer_array(mat["masterordering"], path, "masterordering"), path,
                     "masterordering")
+    if order.size != DESIGN_TRIALS:
+        raise InputError(f"{path}: 'masterordering' has {order.size} entries; NSD's design "
+                         f"has {DESIGN_TRIALS} ({DESIGN_SESSIONS} sessions × "
+                         f"{TRIALS_PER_SESSION} trials), the session stride of every trial")
     subjectim = _integer_array(mat["subjectim"], path, "subjectim")
     sharedix = _vector(_integer_array(mat["sharedix"], path, "sharedix"), path, "sharedix")
     if subjectim.ndim != 2 or subjectim.shape[0] != N_SUBJECTS:
@@ -107,44 +118,49 @@ def load_expdesign(path: str | os.PathLike) -> ExpDesign:
     return ExpDesign(order, subjectim, sharedix, str(path))
 
 
-def _experiment_trials(design: ExpDesign, subject: int, session: int,
-                       trials_per_session: int) -> np.ndarray:
-    """0-based experiment trial numbers k of (session, trials 1..T), range-checked."""
+def experiment_trials(session: int, n_trials: int = TRIALS_PER_SESSION) -> np.ndarray:
+    """0-based experiment trials k of trials 1..``n_trials`` of ``session`` (NSD stride 750).
+
+    k = (session − 1)·750 + (i − 1): the stride is NSD's session length, never the
+    number of trials a betas file holds.
+    """
+    if not 1 <= session <= DESIGN_SESSIONS:
+        raise ValueError(f"session {session} not in NSD's sessions 1..{DESIGN_SESSIONS}")
+    if not 1 <= n_trials <= TRIALS_PER_SESSION:
+        raise ValueError(f"n_trials ({n_trials}) must be 1..{TRIALS_PER_SESSION} (an NSD session "
+                         f"has {TRIALS_PER_SESSION} trials)")
+    start = (session - 1) * TRIALS_PER_SESSION
+    return np.arange(start, start + n_trials)
+
+
+def _check_subject(design: ExpDesign, subject: int) -> None:
     if not 1 <= subject <= design.subjectim.shape[0]:
         raise ValueError(f"subject {subject} not in 1..{design.subjectim.shape[0]}")
-    if trials_per_session < 1 or session < 1:
-        raise ValueError(f"session ({session}) and trials_per_session ({trials_per_session}) "
-                         "must be ≥ 1")
-    k = np.arange((session - 1) * trials_per_session, session * trials_per_session)
-    if k[-1] >= design.masterordering.size:
-        n_sessions = design.masterordering.size // trials_per_session
-        raise InputError(f"{design.source}: session {session} needs experiment trials up to "
-                         f"{k[-1] + 1}, but 'masterordering' has {design.masterordering.size} "
-                         f"({n_sessions} sessions of {trials_per_session} trials)")
-    return k
 
 
 def trial_nsd_ids(design: ExpDesign, subject: int, session: int,
-                  trials_per_session: int = 750) -> np.ndarray:
-    """0-based 73k ids of the images of ``subject``'s ``session``, trial order: (T,) int64."""
-    k = _experiment_trials(design, subject, session, trials_per_session)
+                  n_trials: int = TRIALS_PER_SESSION) -> np.ndarray:
+    """0-based 73k ids of trials 1..``n_trials`` of ``subject``'s ``session``: (n_trials,) int64."""
+    _check_subject(design, subject)
+    k = experiment_trials(session, n_trials)
     return design.subjectim[subject - 1, design.masterordering[k] - 1] - 1
 
 
 def trial_table(design: ExpDesign, subject: int, session: int,
-                trials_per_session: int = 750) -> pd.DataFrame:
-    """One row per trial of ``subject``'s ``session``.
+                n_trials: int = TRIALS_PER_SESSION) -> pd.DataFrame:
+    """One row per trial 1..``n_trials`` of ``subject``'s ``session`` (stride 750, see above).
 
     Columns: subject, session, trial (1-based), nsd_id (0-based 73k id), shared (bool),
     repeat (how many times the subject saw this image on any earlier trial of the
     experiment: 0, 1, 2 in NSD).
     """
-    k = _experiment_trials(design, subject, session, trials_per_session)
+    _check_subject(design, subject)
+    k = experiment_trials(session, n_trials)
     upto = design.subjectim[subject - 1, design.masterordering[:k[-1] + 1] - 1] - 1
     repeat = pd.Series(upto).groupby(upto).cumcount().to_numpy()[k]
     return pd.DataFrame({
         "subject": subject, "session": session,
-        "trial": np.arange(1, trials_per_session + 1),
+        "trial": np.arange(1, n_trials + 1),
         "nsd_id": upto[k],
         "shared": design.masterordering[k] <= design.n_shared,
         "repeat": repeat,

@@ -85,11 +85,12 @@ class NSDTransferError(OSError):
 
 
 def anonymous_s3_client(endpoint_url: str | None = None, *, max_attempts: int = 5,
-                        read_timeout_s: float = 60.0):
+                        read_timeout_s: float = 60.0, max_pool_connections: int = 10):
     """An unsigned (anonymous) boto3 S3 client; ``endpoint_url=None`` means AWS.
 
     No credentials are looked up (botocore skips the credential chain and
-    instance metadata for ``UNSIGNED`` clients).
+    instance metadata for ``UNSIGNED`` clients). ``max_pool_connections``: the
+    most concurrent requests (threads) the client serves without reconnecting.
     """
     import boto3
     from botocore import UNSIGNED
@@ -101,6 +102,7 @@ def anonymous_s3_client(endpoint_url: str | None = None, *, max_attempts: int = 
         retries={"mode": "standard", "max_attempts": max_attempts},
         connect_timeout=10,
         read_timeout=read_timeout_s,
+        max_pool_connections=max_pool_connections,
     )
     return boto3.session.Session().client("s3", endpoint_url=endpoint_url, config=config)
 

@@ -28,6 +28,18 @@ FUNC1PT8MM_SHAPES = {
 }
 BETA_VERSIONS = ("betas_fithrf_GLMdenoise_RR", "betas_fithrf", "betas_assumehrf")
 SPACES = ("func1pt8mm", "func1mm")
+# func1mm grids differ per subject (subj01 145×186×148 in published loaders); NSD's own
+# code does not list them, so a func1mm grid is taken from the subject's anatomy file
+# (``T1_to_func1mm``) at run time instead of from a table here.
+
+#: beta versions NSD publishes per space (``betas_assumehrf`` only at 1.8 mm)
+SPACE_BETA_VERSIONS = {"func1pt8mm": BETA_VERSIONS,
+                       "func1mm": ("betas_fithrf_GLMdenoise_RR", "betas_fithrf")}
+#: name of the space in NSD's transform files (``transforms/<name>-to-MNI.nii.gz``)
+TRANSFORM_SPACE = {"func1pt8mm": "func1pt8", "func1mm": "func1pt0"}
+#: the config key (under ``nsd``) holding each space's TR in s, used when a header's time
+#: unit is unknown (NSD's are: xyzt_units = 0): func1pt8mm 0.999878 × 4/3, func1mm 1.0
+TR_CONFIG_KEYS = {"func1pt8mm": "tr_s", "func1mm": "tr_s_func1mm"}
 
 # --- key patterns -----------------------------------------------------------
 EXPDESIGN = "nsddata/experiments/nsd/nsd_expdesign.mat"
@@ -57,7 +69,8 @@ def ncsnr_key(subject: int, space: str = "func1pt8mm",
 
 
 def rest_key(subject: int, session: int, run: int, space: str = "func1pt8mm") -> str:
-    """Resting-state time series of one run (int16, X×Y×Z×T, TR in the header)."""
+    """Resting-state time series of one run (int16, X×Y×Z×T). The header's time unit is
+    unknown (xyzt_units = 0; pixdim[4] = 4/3 at 1.8 mm): the TR comes from the config."""
     return (f"nsddata_timeseries/ppdata/{subj(subject)}/{space}/timeseries/"
             f"timeseries_session{session:02d}_run{run:02d}.nii.gz")
 
@@ -74,8 +87,10 @@ def brainmask_key(subject: int, space: str = "func1pt8mm") -> str:
 
 
 def anatomy_key(subject: int, space: str = "func1pt8mm") -> str:
-    """T1 anatomy resampled into functional space (the registration's moving image)."""
-    return f"nsddata/ppdata/{subj(subject)}/{space}/T1_to_func1pt8mm.nii.gz"
+    """T1 anatomy resampled into functional space (the registration's moving image):
+    ``T1_to_func1pt8mm.nii.gz`` or ``T1_to_func1mm.nii.gz``."""
+    _check_space(space)
+    return f"nsddata/ppdata/{subj(subject)}/{space}/T1_to_{space}.nii.gz"
 
 
 def nsdgeneral_key(subject: int, space: str = "func1pt8mm") -> str:
@@ -83,9 +98,24 @@ def nsdgeneral_key(subject: int, space: str = "func1pt8mm") -> str:
     return f"nsddata/ppdata/{subj(subject)}/{space}/roi/nsdgeneral.nii.gz"
 
 
-def func_to_mni_key(subject: int) -> str:
-    """NSD's own coordinate map func1pt8 → MNI (X×Y×Z×3, 1-based source coords, 9999 invalid)."""
-    return f"nsddata/ppdata/{subj(subject)}/transforms/func1pt8-to-MNI.nii.gz"
+def func_to_mni_key(subject: int, space: str = "func1pt8mm") -> str:
+    """NSD's own coordinate map func → MNI: ``func1pt8-to-MNI`` or ``func1pt0-to-MNI``
+    (182×218×182×3 on the FSL 1 mm grid, 1-based source coords, 9999 invalid)."""
+    _check_space(space)
+    return (f"nsddata/ppdata/{subj(subject)}/transforms/"
+            f"{TRANSFORM_SPACE[space]}-to-MNI.nii.gz")
+
+
+def _check_space(space: str) -> None:
+    if space not in SPACES:
+        raise ValueError(f"space {space!r} is not an NSD functional space {SPACES}")
+
+
+def configured_tr(nsd: dict) -> tuple[float, str]:
+    """(TR in s, config key) for ``nsd.space``: ``nsd.tr_s`` (func1pt8mm) or
+    ``nsd.tr_s_func1mm`` (func1mm), the TR used when a header's time unit is unknown."""
+    key = TR_CONFIG_KEYS[nsd["space"]]
+    return float(nsd[key]), f"nsd.{key}"
 
 
 # --- what a configuration needs ----------------------------------------------
@@ -142,7 +172,7 @@ def needed_keys(config: dict) -> list[NeededKey]:
             NeededKey(ncsnr_key(s, space, version), "ncsnr", f"{who} noise ceiling"),
         ]
         if config.get("registration", {}).get("method") == "nsd":
-            keys.append(NeededKey(func_to_mni_key(s), "func_to_mni",
+            keys.append(NeededKey(func_to_mni_key(s, space), "func_to_mni",
                                   f"{who} registration (method: nsd)"))
         for t in sessions_for(config, s):
             keys.append(NeededKey(betas_key(s, t, space, version), "betas",

@@ -1,18 +1,27 @@
-"""NSD's own func1pt8 → MNI transform (the ``registration: method: nsd`` option).
+"""NSD's own func → MNI transforms (the ``registration: method: nsd`` option).
 
-NSD ships, per subject, ``transforms/func1pt8-to-MNI.nii.gz``: an X×Y×Z×3 map on
-the MNI grid (FSL MNI152 1 mm, 182×218×182) whose three values at each MNI
-voxel are the **1-based** (MATLAB) voxel coordinates in the subject's func1pt8mm
-volume to interpolate from; 9999 marks MNI voxels without a source. NSD applies
-it by interpolating the functional data at those coordinates, which is what
-:class:`~rest2visual.preprocess.resample.MniResampler` does with the 0-based
+NSD ships, per subject, ``transforms/func1pt8-to-MNI.nii.gz`` (and
+``func1pt0-to-MNI.nii.gz`` for func1mm): an X×Y×Z×3 coordinate map on the FSL
+MNI152 1 mm grid (182×218×182, stored like FSL's ``MNI152_T1_1mm``: first voxel
+on the right, i.e. the affine ``diag(-1, 1, 1)`` with origin (90, −126, −72) mm)
+whose three values at each MNI voxel are the **1-based** (MATLAB) voxel
+coordinates in the subject's functional volume to interpolate from; 9999 marks
+MNI voxels without a source.
+
+The header NSD writes with these maps is *not* that grid: it is a plain grid
+centred on the volume (1 mm, origin −90.5, −108.5, −90.5, no flip). nsdcode
+(``nsd_mapdata.m`` / ``nsd_mapdata.py``) never reads it: the target grid is
+known from the space. The map is read the same way here: the grid comes from
+the shape (which must be one NSD writes), the header is ignored, values are
+1-based, 9999 is invalid. Trusting the header would put the data on the wrong
+grid and flip left and right.
+
+:class:`~rest2visual.preprocess.resample.MniResampler` applies the 0-based
 coordinates returned here. This path needs no registration and serves to
 cross-check the ANTs path on real data.
 """
 
 from __future__ import annotations
-
-import warnings
 
 import numpy as np
 
@@ -21,28 +30,14 @@ from rest2visual.preprocess.seed import voxel_centers_mm
 
 #: NSD's marker of an MNI voxel without a source coordinate
 INVALID = 9999
-#: the grid NSD's MNI-space files use (FSL MNI152 1 mm)
+#: the grid NSD's MNI-space files use (FSL MNI152 1 mm), known from the shape as in nsdcode
 FSL_1MM_SHAPE = (182, 218, 182)
 FSL_1MM_AFFINE = np.array([[-1.0, 0, 0, 90], [0, 1, 0, -126], [0, 0, 1, -72], [0, 0, 0, 1]])
-
-
-def _map_grid(img, path) -> np.ndarray:
-    """The coordinate map's voxel → MNI mm affine.
-
-    NSD's header is trusted when it is an axis-aligned grid; a 1 mm FSL-shaped
-    map with any other header is read on the FSL grid (with a warning), since
-    that is the grid NSD computed it on.
-    """
-    affine = np.asarray(img.affine, dtype=float)
-    axis_aligned = np.count_nonzero(np.round(affine[:3, :3], 6)) == 3
-    if axis_aligned:
-        return affine
-    if tuple(img.shape[:3]) == FSL_1MM_SHAPE:
-        warnings.warn(f"{path}: header affine is not an MNI grid; reading the map on the "
-                      "FSL MNI152 1 mm grid", stacklevel=3)
-        return FSL_1MM_AFFINE
-    raise InputError(f"{path}: header affine is not an axis-aligned MNI grid and the shape "
-                     f"{img.shape[:3]} is not FSL's 1 mm grid {FSL_1MM_SHAPE}")
+#: the header NSD writes on its MNI coordinate maps (ignored when reading): 1 mm, centred
+NSD_MNI_HEADER_AFFINE = np.array([[1.0, 0, 0, -90.5], [0, 1, 0, -108.5], [0, 0, 1, -90.5],
+                                  [0, 0, 0, 1]])
+#: grids of NSD's coordinate maps by their shape (only MNI targets are read here)
+NSD_TARGET_GRIDS = {FSL_1MM_SHAPE: FSL_1MM_AFFINE}
 
 
 def read_nsd_coordinates(coords_path, target_grid, native_shape=None) -> np.ndarray:
@@ -50,7 +45,8 @@ def read_nsd_coordinates(coords_path, target_grid, native_shape=None) -> np.ndar
 
     Parameters
     ----------
-    coords_path : NSD ``func1pt8-to-MNI.nii.gz`` (X×Y×Z×3, 1-based, 9999 invalid).
+    coords_path : NSD ``func1pt8-to-MNI.nii.gz`` or ``func1pt0-to-MNI.nii.gz``
+        (182×218×182×3 on the FSL 1 mm grid, 1-based, 9999 invalid; header ignored).
     target_grid : :class:`~rest2visual.preprocess.template.Grid` of the output (MNI).
         Its voxel centres must lie on the map's grid (FSL grids at 1, 2, 4 mm do),
         otherwise the map is interpolated linearly and any neighbour without a
@@ -68,16 +64,27 @@ def read_nsd_coordinates(coords_path, target_grid, native_shape=None) -> np.ndar
     path = require_file(coords_path, "NSD coordinate map")
     try:
         img = nib.load(str(path))
-        data = np.asarray(img.dataobj, dtype=float)
     except Exception as exc:
         raise InputError(f"{path}: cannot read the NSD coordinate map ({exc})") from exc
-    if data.ndim != 4 or data.shape[3] != 3:
-        raise InputError(f"{path}: expected an NSD coordinate map X×Y×Z×3, found {data.shape}")
+    shape = tuple(img.shape)
+    if len(shape) != 4 or shape[3] != 3:
+        raise InputError(f"{path}: expected an NSD coordinate map X×Y×Z×3, found {shape}")
+    # nsdcode knows the target grid from the space; the shape tells it here, never the header
+    map_affine = NSD_TARGET_GRIDS.get(shape[:3])
+    if map_affine is None:
+        raise InputError(
+            f"{path}: expected NSD's MNI coordinate map of shape "
+            f"{'×'.join(map(str, FSL_1MM_SHAPE))}×3 (FSL MNI152 1 mm, the grid nsdcode assumes; "
+            f"the header is not used), found {'×'.join(map(str, shape))}")
+    try:
+        data = np.asarray(img.dataobj, dtype=np.float32)
+    except Exception as exc:
+        raise InputError(f"{path}: cannot read the NSD coordinate map ({exc})") from exc
     invalid = np.any((data == INVALID) | ~np.isfinite(data), axis=3)
-    coords = np.where(invalid[..., None], np.nan, data - 1.0)
+    coords = np.where(invalid[..., None], np.float32(np.nan), data - np.float32(1.0))
 
     # target voxel centre (MNI mm) → continuous voxel index of the map
-    to_map = np.linalg.inv(_map_grid(img, path))
+    to_map = np.linalg.inv(map_affine)
     pos = voxel_centers_mm(target_grid) @ to_map[:3, :3].T + to_map[:3, 3]
     dims = np.asarray(data.shape[:3])
     if np.any(pos < -1e-6) or np.any(pos > dims - 1 + 1e-6):

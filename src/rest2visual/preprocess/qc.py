@@ -54,6 +54,43 @@ def template_correlation(image_img, template_img, mask_img=None) -> float:
     return float(np.corrcoef(a[ok], b[ok])[0, 1])
 
 
+def _check_pair(image_img, template_img) -> None:
+    from rest2visual.preprocess.resample import image_name
+
+    if image_img.ndim != 3 or template_img.ndim != 3:
+        raise InputError(f"QC needs 3D images, found {image_img.shape} and "
+                         f"{template_img.shape}")
+    if image_img.shape != template_img.shape:
+        raise InputError(f"QC: image shape {image_img.shape} differs from the template's "
+                         f"{template_img.shape}")
+    check_affine(image_img.affine, template_img.affine, image_name(image_img))
+
+
+def _draw_row(axes, image_img, template_img, mask, cut, label: str = "") -> None:
+    """Template edges (red) and mask outline (cyan) over ``image_img`` in three planes."""
+    image = np.asarray(image_img.dataobj, dtype=np.float32)
+    template = np.asarray(template_img.dataobj, dtype=np.float32)
+    finite = image[np.isfinite(image)]
+    vmin, vmax = (np.percentile(finite, [1, 99.8]) if finite.size else (0.0, 1.0))
+    affine = np.asarray(template_img.affine)
+    zooms = np.linalg.norm(affine[:3, :3], axis=0)
+    for ax, (name, axis) in zip(axes, PLANES):
+        take = lambda vol: np.take(vol, cut[axis], axis=axis).T  # noqa: E731 - rows = 2nd axis
+        other = [a for a in range(3) if a != axis]
+        aspect = zooms[other[1]] / zooms[other[0]]
+        ax.imshow(take(image), cmap="gray", origin="lower", vmin=vmin, vmax=vmax,
+                  aspect=aspect, interpolation="nearest")
+        edges = template_edges(take(template))
+        ax.imshow(np.ma.masked_where(~edges, edges), cmap="autumn", origin="lower",
+                  aspect=aspect, interpolation="nearest", alpha=0.9)
+        if mask is not None:
+            ax.contour(take(mask).astype(float), levels=[0.5], colors="cyan", linewidths=0.6)
+        ax.set_title(f"{label}{name} ({'ijk'[axis]}={cut[axis]})", color="white", fontsize=10)
+        ax.set_xlabel(_axis_label(affine, other[0]), color="white")
+        ax.set_ylabel(_axis_label(affine, other[1]), color="white")
+        ax.tick_params(colors="white", labelsize=7)
+
+
 def plot_registration_qc(warped_img, template_img, path, *, title: str | None = None,
                          mask_img=None, cut=None):
     """Draw template edges over ``warped_img`` in sagittal, coronal and axial slices.
@@ -66,51 +103,41 @@ def plot_registration_qc(warped_img, template_img, path, *, title: str | None = 
         intensity centre of mass.
     Returns the path written.
     """
+    return plot_crosscheck_qc({"": warped_img}, template_img, path,
+                              title=title or "registration QC", mask_img=mask_img, cut=cut)
+
+
+def plot_crosscheck_qc(images: dict, template_img, path, *, title: str, mask_img=None,
+                       cut=None):
+    """One row of :func:`plot_registration_qc` per image (e.g. one per registration).
+
+    images : label → 3D image on the template's MNI grid; each row's title gives its
+        label and, with ``mask_img``, its Pearson r with the template in the mask.
+    Returns the path written.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     from rest2visual.atomic import save_figure
-    from rest2visual.preprocess.resample import image_name
 
-    if warped_img.ndim != 3 or template_img.ndim != 3:
-        raise InputError(f"QC needs 3D images, found {warped_img.shape} and "
-                         f"{template_img.shape}")
-    if warped_img.shape != template_img.shape:
-        raise InputError(f"QC: image shape {warped_img.shape} differs from the template's "
-                         f"{template_img.shape}")
-    check_affine(warped_img.affine, template_img.affine, image_name(warped_img))
-    image = np.asarray(warped_img.dataobj, dtype=np.float32)
+    for img in images.values():
+        _check_pair(img, template_img)
     template = np.asarray(template_img.dataobj, dtype=np.float32)
     mask = None if mask_img is None else np.asarray(mask_img.dataobj) > 0
     cut = _centre_of_mass(template) if cut is None else tuple(int(c) for c in cut)
-    finite = image[np.isfinite(image)]
-    vmin, vmax = (np.percentile(finite, [1, 99.8]) if finite.size else (0.0, 1.0))
-
-    fig, axes = plt.subplots(1, 3, figsize=(12, 4.4), facecolor="black")
-    zooms = np.linalg.norm(np.asarray(template_img.affine)[:3, :3], axis=0)
-    affine = np.asarray(template_img.affine)
-    for ax, (name, axis) in zip(axes, PLANES):
-        take = lambda vol: np.take(vol, cut[axis], axis=axis).T  # noqa: E731 - rows = 2nd axis
-        other = [a for a in range(3) if a != axis]
-        aspect = zooms[other[1]] / zooms[other[0]]
-        ax.imshow(take(image), cmap="gray", origin="lower", vmin=vmin, vmax=vmax,
-                  aspect=aspect, interpolation="nearest")
-        edges = template_edges(take(template))
-        ax.imshow(np.ma.masked_where(~edges, edges), cmap="autumn", origin="lower",
-                  aspect=aspect, interpolation="nearest", alpha=0.9)
-        if mask is not None:
-            ax.contour(take(mask).astype(float), levels=[0.5], colors="cyan", linewidths=0.6)
-        ax.set_title(f"{name} ({'ijk'[axis]}={cut[axis]})", color="white", fontsize=10)
-        ax.set_xlabel(_axis_label(affine, other[0]), color="white")
-        ax.set_ylabel(_axis_label(affine, other[1]), color="white")
-        ax.tick_params(colors="white", labelsize=7)
-    heading = title or "registration QC"
-    if mask is not None and mask.any():
-        r = template_correlation(warped_img, template_img, mask_img)
-        heading += f"  |  r(template) in brain mask = {r:.3f}"
-    fig.suptitle(heading + "\nred: template edges; cyan: MNI brain mask", color="white",
-                 fontsize=11)
+    rows = len(images)
+    fig, axes = plt.subplots(rows, 3, figsize=(12, 4.4 * rows), facecolor="black",
+                             squeeze=False)
+    scores = []
+    for row, (label, img) in zip(axes, images.items()):
+        _draw_row(row, img, template_img, mask, cut, f"{label}: " if label else "")
+        if mask is not None and mask.any():
+            r = template_correlation(img, template_img, mask_img)
+            scores.append(f"{label + ': ' if label else ''}r(template) in brain mask = {r:.3f}")
+    lines = [title, "  |  ".join(scores)] if rows > 1 else ["  |  ".join([title, *scores])]
+    fig.suptitle("\n".join(lines + ["red: template edges; cyan: MNI brain mask"]),
+                 color="white", fontsize=11)
     fig.tight_layout()
     return save_figure(fig, path, facecolor=fig.get_facecolor(), dpi=110)

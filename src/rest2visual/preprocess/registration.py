@@ -131,6 +131,19 @@ def ants_seed(seed: int | None) -> int | None:
     return int(seed) + 1
 
 
+def itk_threads(n: int) -> None:
+    """Make ITK (ANTs) in this process use ``n`` threads; call before the first ANTs call.
+
+    ITK reads ``ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS`` once, when it creates its
+    first thread pool, so this must run before ``ants`` registers anything (the
+    ``rest2visual register`` command does it first thing). ``n = 1`` is what
+    makes registrations bitwise reproducible (see :func:`register_to_mni`).
+    """
+    if int(n) < 1:
+        raise InputError(f"--threads {n}: expected an integer ≥ 1")
+    os.environ["ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS"] = str(int(n))
+
+
 @contextlib.contextmanager
 def _ants_random_seed(seed: int | None):
     """Pass ``--random-seed`` to antsRegistration (antspyx keeps it module-global).
@@ -215,8 +228,11 @@ def register_to_mni(anat_img, template_img, *, out_dir, prefix: str,
     iterations : SyN iterations per level, coarse → fine (``reg_iterations``).
     seed : seeds antsRegistration's metric sampling (as ``--random-seed seed+1``,
         see :func:`ants_seed`); None seeds from the clock. Runs are bitwise
-        reproducible with a seed and one ITK thread (``main``'s ``--threads 1``);
-        with more threads, float summation order still varies (≲ 0.3 mm).
+        reproducible with a seed and one ITK thread (``rest2visual register``'s
+        default, ``--threads 1``: see :func:`itk_threads`). With more threads the
+        metric's sums run in a varying order, and SyN amplifies those rounding
+        differences: the composed fields of two 2-thread runs of the demo's
+        subject differed by a median 1.1–4.1 mm (p95 up to 7 mm).
     moving_mask_img : native brain mask; the anatomy is multiplied by it first,
         because the template is skull-stripped and skull would pull the match.
     template_mask_img : optional MNI mask restricting the SyN metric.
@@ -249,6 +265,9 @@ def register_to_mni(anat_img, template_img, *, out_dir, prefix: str,
     if template_mask_img is not None:
         extra["mask"] = to_ants(template_mask_img, "template mask")
 
+    # ANTs' working folder; a killed run's (TemporaryDirectory never cleaned up) goes first
+    for stale in Path(out_dir).glob(f".{prefix}-ants-*"):
+        shutil.rmtree(stale, ignore_errors=True)
     with tempfile.TemporaryDirectory(dir=out_dir, prefix=f".{prefix}-ants-") as tmp:
         tmp = Path(tmp)
         try:
@@ -286,6 +305,8 @@ def register_to_mni(anat_img, template_img, *, out_dir, prefix: str,
         "iterations": list(iterations),
         "seed": seed,
         "ants_random_seed": ants_seed(seed),
+        # "1": bitwise reproducible; unset: ITK's default (all cores)
+        "itk_threads": os.environ.get("ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS"),
         "antspyx": getattr(ants, "__version__", "unknown"),
         "moving": image_name(anat_img),
         "native_grid": {"shape": list(anat_img.shape[:3]),
@@ -315,8 +336,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--metric", default="mattes", choices=METRICS)
     p.add_argument("--iterations", type=int, nargs="+", default=[40, 20, 0])
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=None,
-                   help="ITK threads (default: all cores); 1 makes runs bitwise reproducible")
+    p.add_argument("--threads", type=int, default=1,
+                   help="ITK threads (default 1: bitwise-reproducible runs); more are faster "
+                        "but two runs then differ (median 1-4 mm in the composed field)")
     p.add_argument("--qc", default=None, help="write the QC figure here (PNG)")
     return p
 
@@ -327,9 +349,7 @@ def main(argv: list[str] | None = None) -> int:
     from rest2visual.preprocess.template import mni_brain_mask, mni_template
 
     args = _parser().parse_args(argv)
-    if args.threads:
-        # read by ITK when its first thread pool is created, i.e. at the first ANTs call
-        os.environ["ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS"] = str(args.threads)
+    itk_threads(args.threads)
     anat = load_nifti(args.anat, ndim=3, what="anatomy in functional space")
     mask = load_nifti(args.brainmask, ndim=3, shape=anat.shape, affine=anat.affine,
                       what="native brain mask")

@@ -248,10 +248,15 @@ class MniResampler:
         n_vol = shape[3]
         out = np.empty(self.target_shape + (n_vol,), dtype=np.float32, order="F")
         flat_out = out.reshape(-1, n_vol, order="F")  # a view: columns are volumes
+        used = np.unique(W.indices)  # native voxels that reach the target grid
         for t0, block in _volume_chunks(img4d, chunk):
             # (n_native, c) rows contiguous: what scipy's CSR × dense kernel walks
             native = np.ascontiguousarray(block.reshape(-1, block.shape[3], order="F"),
                                           dtype=np.float32)
+            if not np.isfinite(native[used]).all():  # name the native file, not the MNI one
+                raise InputError(f"{image_name(img4d) if hasattr(img4d, 'affine') else 'array'}: "
+                                 f"expected finite values, found NaN/inf in volumes "
+                                 f"{t0}..{t0 + block.shape[3] - 1}")
             flat_out[:, t0:t0 + block.shape[3]] = W @ native
         return out
 
@@ -310,13 +315,47 @@ def _check_sidecar(composite_path, native_img) -> None:
             f"{tuple(grid['shape'])}, affine\n{fmt(grid['affine'])}; recorded in {sidecar})")
 
 
+def warp_volume_with_missing(resampler: MniResampler, data3d: np.ndarray, order: int = 1,
+                             mask: np.ndarray | None = None) -> tuple[np.ndarray, dict]:
+    """Warp a native volume holding invalid voxels (NaN, as NSD marks them) without spreading them.
+
+    NaN → 0, and the 0/1 validity mask is warped alongside with the same weights:
+    an MNI voxel whose interpolation touches an invalid native voxel (warped
+    validity < 1) or that has no native source (outside the native field of view,
+    or NSD's 9999) is marked missing: NaN in the output. Outside ``mask`` the
+    output is 0 as in :meth:`MniResampler.volume`.
+
+    Returns the (X, Y, Z) float32 MNI volume and counts over the in-mask voxels
+    (all voxels without a mask): ``{"voxels": n, "touched_invalid": a,
+    "no_source": b}``; the a + b missing voxels are NaN.
+    """
+    data3d = np.asarray(data3d, dtype=np.float32)
+    valid = np.isfinite(data3d)
+    values = resampler.volume(np.where(valid, data3d, 0.0), order, mask)
+    weight = resampler.volume(valid.astype(np.float32), order, mask)
+    support = resampler.volume(np.ones(data3d.shape, np.float32), order, mask)
+    inside = np.ones(resampler.target_shape, bool) if mask is None else np.asarray(mask, bool)
+    no_source = inside & (support < 0.5)
+    # float32 sums of 8 weights: 1e-4 below a full weight means an invalid neighbour
+    touched = inside & ~no_source & (weight < support - 1e-4)
+    values[no_source | touched] = np.nan
+    return values, {"voxels": int(inside.sum()), "touched_invalid": int(touched.sum()),
+                    "no_source": int(no_source.sum())}
+
+
 def warp_to_mni(native_img, resampler: MniResampler, *, mask_img=None, order: int = 1,
-                chunk: int = DEFAULT_CHUNK):
+                chunk: int = DEFAULT_CHUNK, missing_as_nan: bool = False):
     """Warp a native 3D volume or 4D series to MNI; returns a float32 Nifti1Image.
 
     native_img : nibabel image on the resampler's native grid (checked: shape and
         affine; a mismatch raises InputError naming both files).
     mask_img : optional MNI mask on the target grid; voxels outside it are 0.
+    missing_as_nan : for a 3D volume, mark in-mask voxels without a full valid
+        source as missing (NaN; :func:`warp_volume_with_missing`). A volume holding
+        NaN (NSD's invalid voxels, e.g. in ``ncsnr``) is always warped that way, so
+        NaN never spreads through interpolation; the counts are in
+        ``image.extra["missing"]``. A 4D series is warped as is (NSD's are int16,
+        so finite).
     A 4D result keeps the input's TR (header zooms[3], s).
     """
     import nibabel as nib
@@ -329,14 +368,19 @@ def warp_to_mni(native_img, resampler: MniResampler, *, mask_img=None, order: in
                              f"3D target grid {resampler.target_shape}")
         check_affine(mask_img.affine, resampler.target_affine, image_name(mask_img))
         mask = np.asarray(mask_img.dataobj) > 0
+    extra = {}
     if native_img.ndim == 3:
-        data = resampler.volume(np.asarray(native_img.dataobj, dtype=np.float32), order, mask)
+        native = np.asarray(native_img.dataobj, dtype=np.float32)
+        if missing_as_nan or not np.isfinite(native).all():
+            data, extra["missing"] = warp_volume_with_missing(resampler, native, order, mask)
+        else:
+            data = resampler.volume(native, order, mask)
     elif native_img.ndim == 4:
         data = resampler.series(native_img, order=order, chunk=chunk, mask=mask)
     else:
         raise InputError(f"{image_name(native_img)}: expected a 3D or 4D image, "
                          f"found shape {native_img.shape}")
-    out = nib.Nifti1Image(data, resampler.target_affine)
+    out = nib.Nifti1Image(data, resampler.target_affine, extra=extra)
     if data.ndim == 4:
         # TR and its unit as the input states them (an 'unknown' unit stays unknown,
         # so later stages still fall back to the configured TR)
@@ -346,6 +390,14 @@ def warp_to_mni(native_img, resampler: MniResampler, *, mask_img=None, order: in
     else:
         out.header.set_xyzt_units("mm")
     return out
+
+
+def missing_report(counts: dict, what: str) -> str:
+    """One log line: how many MNI voxels of ``what`` were marked missing, and why."""
+    n = counts["touched_invalid"] + counts["no_source"]
+    return (f"{what}: {n} of {counts['voxels']} MNI voxels marked missing (NaN): "
+            f"{counts['touched_invalid']} touched invalid native voxels (NaN in the input), "
+            f"{counts['no_source']} have no native source (outside the field of view)")
 
 
 def resampler_for(transform_path, native_img, target_grid=None) -> MniResampler:
@@ -384,6 +436,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--order", type=int, default=1, choices=(0, 1),
                    help="0 nearest neighbour (labels), 1 trilinear (default)")
     p.add_argument("--chunk", type=int, default=DEFAULT_CHUNK, help="volumes per product")
+    p.add_argument("--missing-as-nan", action="store_true",
+                   help="3D input: mark in-mask voxels without a full valid native source as "
+                        "NaN (e.g. NSD's ncsnr, NaN at invalid voxels); always on when the "
+                        "input holds NaN")
     return p
 
 
@@ -401,8 +457,11 @@ def main(argv: list[str] | None = None) -> int:
     grid = mni_grid(args.resolution) if args.resolution else None
     resampler = resampler_for(args.composite or args.nsd_coords, native, grid)
     mask = load_nifti(args.mask, ndim=3, what="MNI mask") if args.mask else None
-    save_nifti(warp_to_mni(native, resampler, mask_img=mask, order=args.order,
-                           chunk=args.chunk), args.out)
+    warped = warp_to_mni(native, resampler, mask_img=mask, order=args.order, chunk=args.chunk,
+                         missing_as_nan=args.missing_as_nan)
+    if "missing" in warped.extra:
+        print(missing_report(warped.extra["missing"], args.inp))
+    save_nifti(warped, args.out)
     return 0
 
 

@@ -2,9 +2,15 @@
 
 Per rest run (already warped to the MNI grid of the brain mask):
 
+0. units (``units``): ``raw`` scanner units (the paper), or ``psc``: each voxel's
+   series as percent signal change of its own temporal mean, 100·(x − x̄)/x̄, so
+   the EPI intensity (coil sensitivity, tissue T2*) does not scale β;
 1. seed r(t): mean series of the seed voxels (PCC sphere or seed mask, ∩ brain mask);
 2. zero-phase Butterworth band-pass of r (default 0.01–0.1 Hz);
-3. causal convolution with the canonical HRF at the run's TR → r̃(t);
+3. ``hrf_model``: causal convolution with the canonical HRF at the run's TR → r̃(t)
+   (``glover``/``spm``: the paper's recipe), or ``none``: r̃ = the band-passed seed
+   (zero-lag seed regression, the field's standard: the seed is already a BOLD
+   signal, and the HRF's ~5 s delay decorrelates a 0.01–0.1 Hz regressor from it);
 4. voxelwise OLS x(v, t) = β(v)·r̃(t) + c(v) [+ confounds] over the brain mask;
 5. z-score β over the mask (mean 0, std 1 over mask voxels).
 
@@ -40,6 +46,11 @@ from rest2visual.preprocess.seed import seed_region, seed_timeseries
 from rest2visual.preprocess.signal import HRF_MODELS, bandpass, hrf_convolve
 
 COMBINE_MODES = ("mean", "concat")
+#: voxel series units before the fit (see the module docstring, step 0)
+UNITS = ("raw", "psc")
+#: psc: voxels whose temporal mean is below this fraction of the median in-mask mean
+#: (outside the acquired brain: NSD's masked time series are 0 there) get β = 0
+PSC_MIN_MEAN_FRACTION = 0.1
 #: default PCC seed (MNI mm) and radius (mm), as in config/config.yaml
 PCC_CENTER_MM = (0.0, -52.0, 26.0)
 PCC_RADIUS_MM = 8.0
@@ -53,28 +64,40 @@ def _name(img, index: int) -> str:
     return str(path) if path else f"rest run {index + 1} (in-memory image)"
 
 
-def repetition_time(img, fallback_s: float | None = None, source: str = "rest run") -> float:
+def repetition_time(img, fallback_s: float | None = None, source: str = "rest run",
+                    log=print) -> float:
     """TR (s) of a 4D NIfTI: pixdim[4] in the header's time unit, else ``fallback_s``.
 
     The header value is trusted only when ``xyzt_units`` names a time unit (s, ms,
-    µs): nibabel and many tools write pixdim[4] = 1 with an unknown unit, which
-    must not pass for a 1 s TR. Raises InputError for a TR ≤ 0 or when neither
-    the header nor the fallback gives one.
+    µs). NSD's headers carry xyzt_units = 0 (unknown) and pixdim[4] = 4/3 for the
+    1.8 mm series although the true TR is 1.33318 s (nibabel and many tools also
+    write pixdim[4] = 1 with an unknown unit): with an unknown unit the TR is
+    ``fallback_s``, the configured TR of the space (``nsd.tr_s`` for func1pt8mm,
+    ``nsd.tr_s_func1mm`` for func1mm). ``log`` gets one line saying which TR was
+    used and why. Raises InputError for a TR ≤ 0 or when neither the header nor
+    the fallback gives one.
     """
     unit = img.header.get_xyzt_units()[1]
+    pixdim4 = float(img.header.get_zooms()[3])
     if unit in _TIME_UNIT_S:
-        tr_s = float(img.header.get_zooms()[3]) * _TIME_UNIT_S[unit]
-        origin = f"header pixdim[4] ({unit})"
+        tr_s = pixdim4 * _TIME_UNIT_S[unit]
+        origin = f"the header (pixdim[4] = {pixdim4:.6g} {unit})"
         if fallback_s is not None and abs(tr_s - fallback_s) > TR_TOLERANCE_S:
             warnings.warn(f"{source}: header TR {tr_s:.6g} s differs from the configured "
                           f"{fallback_s:.6g} s; using the header", stacklevel=2)
     elif fallback_s is not None:
-        tr_s, origin = float(fallback_s), "configured fallback"
+        tr_s = float(fallback_s)
+        raw = int(img.header["xyzt_units"])
+        origin = (f"the configured TR of the space (--tr): the header's time unit is "
+                  f"{unit!r} (xyzt_units = {raw}, time code {raw & 0x38}; NSD's headers carry "
+                  f"xyzt_units = 0), so its pixdim[4] = {pixdim4:.6g} is not taken as a TR")
     else:
         raise InputError(f"{source}: the header has no TR (time unit {unit!r}) and no "
-                         "fallback TR was given (--tr / nsd.tr_s)")
+                         "fallback TR was given (--tr / nsd.tr_s, nsd.tr_s_func1mm)")
     if not tr_s > 0:
         raise InputError(f"{source}: repetition time must be > 0 s, found {tr_s} ({origin})")
+    if log is not None:
+        log(f"{source}: TR {tr_s:.6g} s from {origin}")
     return tr_s
 
 
@@ -136,10 +159,34 @@ def _run_series(img, index: int, mask_img, voxels: MaskIndex) -> np.ndarray:
     return series
 
 
+def percent_signal_change(series: np.ndarray, source: str = "rest run") -> np.ndarray:
+    """(T, V) series → 100·(x − x̄)/x̄ per voxel (column), float32.
+
+    Columns whose temporal mean is below ``PSC_MIN_MEAN_FRACTION`` of the median
+    column mean (no signal: outside the acquired brain) become 0, so their β is 0
+    as it is in raw units. Raises InputError when no column has a positive mean.
+    """
+    mean = series.mean(axis=0, dtype=np.float64)
+    positive = mean[mean > 0]
+    if positive.size == 0:
+        raise InputError(f"{source}: percent signal change needs a positive mean signal; "
+                         "every in-mask voxel has mean ≤ 0")
+    valid = mean >= PSC_MIN_MEAN_FRACTION * np.median(positive)
+    scale = np.where(valid, 100.0 / np.where(valid, mean, 1.0), 0.0)
+    return ((series - mean.astype(np.float32)) * scale.astype(np.float32)).astype(
+        np.float32, copy=False)
+
+
+def recipe_name(hrf_model: str, units: str) -> str:
+    """The rest-map recipe's label in file names and tables, e.g. ``glover-raw``, ``none-psc``."""
+    return f"{hrf_model}-{units}"
+
+
 def seed_regressor(seed: np.ndarray, tr_s: float, *, bandpass_hz=(0.01, 0.1),
                    filter_order: int = 2, hrf_model: str = "glover",
                    source: str = "rest run") -> np.ndarray:
-    """Seed series (T,) → band-passed, HRF-convolved regressor r̃ (T,) float64.
+    """Seed series (T,) → band-passed (and HRF-convolved unless ``hrf_model`` is none)
+    regressor r̃ (T,) float64.
 
     Raises InputError when the seed series (or what the band keeps of it) is constant.
     """
@@ -163,7 +210,7 @@ def pcc_seed_zmap(run_imgs, mask_img, *, seed_center_mm=PCC_CENTER_MM,
                   seed_radius_mm: float = PCC_RADIUS_MM, seed_mask_img=None,
                   bandpass_hz=(0.01, 0.1), filter_order: int = 2, hrf_model: str = "glover",
                   combine_runs: str = "mean", confounds: Sequence[np.ndarray] | None = None,
-                  tr_s: float | None = None):
+                  tr_s: float | None = None, units: str = "raw"):
     """PCC seed connectivity z-map of one session's rest runs, in MNI space.
 
     Parameters
@@ -175,10 +222,11 @@ def pcc_seed_zmap(run_imgs, mask_img, *, seed_center_mm=PCC_CENTER_MM,
     seed_mask_img : seed mask on the same grid; overrides the sphere.
     bandpass_hz : (low, high) pass band, Hz.
     filter_order : Butterworth order of one pass (applied forward and backward).
-    hrf_model : "glover" or "spm".
+    hrf_model : "glover" or "spm" (the paper), or "none" (zero-lag).
     combine_runs : "mean" or "concat" (see the module docstring).
     confounds : one (T_r, K) array per run (e.g. 6 motion parameters) or None.
     tr_s : fallback TR (s) for runs whose header has no time unit.
+    units : "raw" (scanner units, the paper) or "psc" (percent signal change per voxel).
 
     Returns
     -------
@@ -190,6 +238,8 @@ def pcc_seed_zmap(run_imgs, mask_img, *, seed_center_mm=PCC_CENTER_MM,
         raise ValueError(f"combine_runs must be one of {COMBINE_MODES}, got {combine_runs!r}")
     if hrf_model not in HRF_MODELS:
         raise ValueError(f"hrf_model must be one of {HRF_MODELS}, got {hrf_model!r}")
+    if units not in UNITS:
+        raise ValueError(f"units must be one of {UNITS}, got {units!r}")
     run_imgs = [load_nifti(r, ndim=4, finite=False, what="rest run")
                 if isinstance(r, (str, os.PathLike)) else r for r in run_imgs]
     if not run_imgs:
@@ -211,6 +261,8 @@ def pcc_seed_zmap(run_imgs, mask_img, *, seed_center_mm=PCC_CENTER_MM,
     run_z, blocks, designs = [], [], []
     for i, img in enumerate(run_imgs):
         series = _run_series(img, i, mask_img, voxels)
+        if units == "psc":
+            series = percent_signal_change(series, _name(img, i))
         regressor = seed_regressor(
             seed_timeseries(series, seed_cols), tr, bandpass_hz=bandpass_hz,
             filter_order=filter_order, hrf_model=hrf_model, source=_name(img, i))
@@ -300,7 +352,10 @@ def build_parser() -> argparse.ArgumentParser:
                    metavar=("LOW_HZ", "HIGH_HZ"), help="seed band-pass, Hz")
     p.add_argument("--filter-order", type=int, default=2,
                    help="Butterworth order of one pass (applied forward-backward)")
-    p.add_argument("--hrf", choices=HRF_MODELS, default="glover", help="canonical HRF")
+    p.add_argument("--hrf", choices=HRF_MODELS, default="glover",
+                   help="canonical HRF convolved with the seed, or none (zero-lag)")
+    p.add_argument("--units", choices=UNITS, default="raw",
+                   help="voxel series in raw scanner units or percent signal change")
     p.add_argument("--combine", choices=COMBINE_MODES, default="mean",
                    help="mean of run z-maps (re-z-scored) or one fit on concatenated runs")
     p.add_argument("--confounds", nargs="+", metavar="MOTION.tsv",
@@ -331,7 +386,7 @@ def main(argv: list[str] | None = None) -> int:
                              seed_radius_mm=args.seed_radius, seed_mask_img=seed_img,
                              bandpass_hz=tuple(args.bandpass), filter_order=args.filter_order,
                              hrf_model=args.hrf, combine_runs=args.combine,
-                             confounds=confounds, tr_s=args.tr)
+                             confounds=confounds, tr_s=args.tr, units=args.units)
         save_nifti(zmap, args.out)
         if args.qc:
             bg = (load_nifti(args.template, ndim=3, what="QC template") if args.template

@@ -14,7 +14,11 @@ import numpy as np
 from rest2visual.checks import InputError
 
 #: canonical HRF models understood by :func:`hrf_kernel` (nilearn's names)
-HRF_MODELS = ("glover", "spm")
+CANONICAL_HRFS = ("glover", "spm")
+#: what :func:`hrf_convolve` accepts: a canonical HRF (the paper's recipe) or ``none``
+#: (zero lag: the seed series is already a haemodynamic signal; the field's standard
+#: seed-based connectivity)
+HRF_MODELS = (*CANONICAL_HRFS, "none")
 
 
 def butterworth_sos(tr_s: float, low_hz: float, high_hz: float, order: int = 2) -> np.ndarray:
@@ -88,7 +92,7 @@ def hrf_kernel(tr_s: float, model: str = "glover") -> np.ndarray:
 
     kernels = {"glover": glover_hrf, "spm": spm_hrf}
     if model not in kernels:
-        raise ValueError(f"unknown HRF model {model!r}; expected one of {HRF_MODELS}")
+        raise ValueError(f"unknown HRF model {model!r}; expected one of {CANONICAL_HRFS}")
     if not tr_s > 0:
         raise ValueError(f"repetition time must be > 0 s, got {tr_s}")
     return np.asarray(kernels[model](tr_s, oversampling=1), dtype=np.float64)
@@ -99,8 +103,11 @@ def hrf_convolve(x: np.ndarray, tr_s: float, model: str = "glover") -> np.ndarra
 
     The full convolution is truncated to its first T samples, so sample t only
     depends on samples ≤ t (the haemodynamic response lags the neural signal).
+    ``model="none"`` returns the series unchanged (zero-lag seed regression).
     """
     x = np.asarray(x, dtype=np.float64)
     if x.ndim != 1:
         raise ValueError(f"expected a 1D time series, got shape {x.shape}")
+    if model == "none":
+        return x.copy()
     return np.convolve(x, hrf_kernel(tr_s, model))[: x.shape[0]]

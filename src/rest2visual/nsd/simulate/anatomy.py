@@ -28,8 +28,10 @@ import numpy as np
 from scipy import ndimage
 
 from rest2visual.nsd.keys import FUNC1PT8MM_SHAPES
-from rest2visual.nsd.simulate.fields import grid_mm, sample, stream
-from rest2visual.preprocess.template import Grid, mni_grid
+from rest2visual.nsd.simulate.fields import sample, stream
+from rest2visual.preprocess.nsd_transform import (FSL_1MM_AFFINE, FSL_1MM_SHAPE, INVALID,
+                                                  NSD_MNI_HEADER_AFFINE)
+from rest2visual.preprocess.template import Grid
 
 NSD_VOXEL_MM = 1.8
 MAX_ROTATION_DEG = 8.0
@@ -43,8 +45,7 @@ FIT_ABOVE_Z_MM = -45.0
 FIXED_POINT_ITERATIONS = 30
 FIXED_POINT_TOLERANCE_MM = 1e-5
 #: FSL's 1 mm MNI152 grid, the grid of NSD's own func → MNI coordinate maps
-FSL_1MM = Grid(shape=(182, 218, 182),
-               affine=np.array([[-1.0, 0, 0, 90], [0, 1, 0, -126], [0, 0, 1, -72], [0, 0, 0, 1]]))
+FSL_1MM = Grid(shape=FSL_1MM_SHAPE, affine=FSL_1MM_AFFINE)
 
 
 def native_shape(subject: int, voxel_mm: float) -> tuple[int, int, int]:
@@ -60,11 +61,6 @@ def native_header_affine(shape, voxel_mm: float) -> np.ndarray:
     affine = np.diag([voxel_mm, voxel_mm, voxel_mm, 1.0])
     affine[:3, 3] = -(np.asarray(shape, dtype=float) - 1) / 2 * voxel_mm
     return affine
-
-
-def coordmap_grid(resolution_mm: float) -> Grid:
-    """Grid of the func → MNI coordinate map: FSL's 182×218×182 at 1 mm, else ``mni_grid``."""
-    return FSL_1MM if abs(resolution_mm - 1.0) < 1e-6 else mni_grid(resolution_mm)
 
 
 @lru_cache(maxsize=1)
@@ -253,22 +249,55 @@ def liberal_brainmask(brain: np.ndarray, voxel_mm: float) -> np.ndarray:
     return ndimage.binary_dilation(brain, ndimage.generate_binary_structure(3, 1), steps)
 
 
-def func_to_mni_coordmap(space: SubjectSpace, grid: Grid,
-                         ijk: np.ndarray | None = None) -> np.ndarray:
-    """NSD's func → MNI coordinate map on ``grid``: (X, Y, Z, 3) float32.
+def _upsample2(a: np.ndarray, axis: int) -> np.ndarray:
+    """Insert the midpoint between neighbours along ``axis``: n nodes → 2n − 1 values."""
+    a = np.moveaxis(a, axis, 0)
+    out = np.empty((2 * a.shape[0] - 1,) + a.shape[1:], a.dtype)
+    out[0::2] = a
+    out[1::2] = (a[:-1] + a[1:]) / 2
+    return np.moveaxis(out, 0, axis)
+
+
+def func_to_mni_coordmap(space: SubjectSpace, grid: Grid = FSL_1MM) -> np.ndarray:
+    """NSD's func → MNI coordinate map on ``grid`` (NSD: FSL 1 mm): (X, Y, Z, 3) float32.
 
     For each MNI voxel, the 1-based native voxel coordinates it comes from, 9999 where
-    that point lies outside the native field of view. ``ijk``: the 0-based native
-    coordinates of the grid's voxels if already computed ((X, Y, Z, 3)).
+    that point lies outside the native field of view. Only MNI voxels within the
+    bounding box of the native field of view's true MNI image (plus a margin) can have
+    a source. The true inverse mapping is computed exactly on every second voxel of
+    the grid and linearly interpolated in between: it is affine plus a warp smooth
+    over 30 mm, so the interpolation error is below 0.01 mm, and grids of even
+    spacing (2, 4, 6 mm on the FSL grid) fall on exactly computed voxels.
     """
-    if ijk is None:
-        ijk = space.mni_to_native(grid_mm(grid).reshape(-1, 3))
-    ijk = np.asarray(ijk).reshape(-1, 3)
-    inside = np.all((ijk >= 0) & (ijk <= np.asarray(space.shape) - 1), axis=1)
-    out = np.where(inside[:, None], ijk + 1, 9999.0).astype(np.float32)
-    return out.reshape(*grid.shape, 3)
+    corners = np.stack(np.meshgrid(*[np.linspace(0, n - 1, 8) for n in space.shape],
+                                   indexing="ij"), -1).reshape(-1, 3)
+    faces = corners[np.any((corners == 0) | (corners == np.asarray(space.shape) - 1), axis=1)]
+    extent = space.native_to_mni_mm(faces)
+    margin = 2 * space.voxel_mm + np.abs(space.warp_amplitudes_mm).sum(0).max()
+    to_index = np.linalg.inv(grid.affine)
+    box = np.stack([extent.min(0) - margin, extent.max(0) + margin]) @ to_index[:3, :3].T \
+        + to_index[:3, 3]
+    lo = np.clip(np.floor(box.min(0)).astype(int), 0, np.asarray(grid.shape) - 1)
+    hi = np.clip(np.ceil(box.max(0)).astype(int), 0, np.asarray(grid.shape) - 1)
+    # every second voxel from lo (even offsets from the grid origin), one node past hi
+    lo -= lo % 2
+    axes = [np.arange(a, b + 3, 2) for a, b in zip(lo, hi)]
+    nodes = np.stack(np.meshgrid(*axes, indexing="ij"), -1).astype(float)
+    nodes_mm = nodes @ grid.affine[:3, :3].T + grid.affine[:3, 3]
+    # float32 (≈1e-5 voxel at these coordinates): the map NSD stores is float32 too
+    ijk = space.mni_to_native(nodes_mm.reshape(-1, 3)).reshape(*nodes.shape).astype(np.float32)
+    del nodes, nodes_mm
+    for axis in range(3):  # linear interpolation halfway between nodes, axis by axis
+        ijk = _upsample2(ijk, axis)
+    ijk = ijk[:hi[0] - lo[0] + 1, :hi[1] - lo[1] + 1, :hi[2] - lo[2] + 1]
+    inside = np.all((ijk >= 0) & (ijk <= np.asarray(space.shape) - 1), axis=-1)
+    ijk += 1  # NSD: 1-based
+    ijk[~inside] = INVALID
+    out = np.full((*grid.shape, 3), float(INVALID), np.float32)
+    out[lo[0]:hi[0] + 1, lo[1]:hi[1] + 1, lo[2]:hi[2] + 1] = ijk
+    return out
 
 
 __all__ = ["SubjectSpace", "make_subject_space", "native_shape", "native_header_affine",
-           "coordmap_grid", "native_anatomy", "native_brain", "liberal_brainmask",
-           "func_to_mni_coordmap", "FSL_1MM"]
+           "native_anatomy", "native_brain", "liberal_brainmask",
+           "func_to_mni_coordmap", "FSL_1MM", "NSD_MNI_HEADER_AFFINE"]

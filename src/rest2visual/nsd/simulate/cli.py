@@ -16,16 +16,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--subjects", type=int, nargs="+", default=[1, 2], help="NSD subjects (1..8)")
     p.add_argument("--sessions", type=int, nargs="+", default=[21, 22],
                    help="NSD session numbers with rest runs (1..40)")
-    p.add_argument("--trials", type=int, default=40, help="trials per session (NSD: 750)")
+    p.add_argument("--trials", type=int, default=40,
+                   help="trials per session: the first N of each NSD session (NSD: 750)")
     p.add_argument("--voxel-mm", type=float, default=4.0, help="native voxel size, mm (NSD: 1.8)")
     p.add_argument("--volumes", type=int, default=100, help="volumes per rest run (NSD: ~226)")
     p.add_argument("--images", type=int, default=200, help="images in imgBrick (NSD: 73000)")
     p.add_argument("--shared", type=int, default=40,
                    help="images shown to all subjects (NSD: 1000)")
     p.add_argument("--mni-mm", type=float, default=4.0, help="truth MNI grid resolution, mm")
-    p.add_argument("--coordmap-mm", type=float, default=None,
-                   help="grid of the func → MNI coordinate maps, mm (default: --mni-mm; "
-                        "1 = NSD's 182×218×182)")
     p.add_argument("--tr", type=float, default=1.33318, help="rest TR, s (NSD: 1.33318)")
     p.add_argument("--seed", type=int, default=0, help="random seed (same seed, same bytes)")
     return p
@@ -40,8 +38,7 @@ def main(argv: list[str] | None = None) -> int:
         sim = simulate_nsd(args.out, subjects=args.subjects, sessions=args.sessions,
                            trials_per_session=args.trials, voxel_mm=args.voxel_mm,
                            volumes=args.volumes, n_images=args.images, n_shared=args.shared,
-                           mni_resolution_mm=args.mni_mm, tr_s=args.tr, seed=args.seed,
-                           coordmap_mm=args.coordmap_mm)
+                           mni_resolution_mm=args.mni_mm, tr_s=args.tr, seed=args.seed)
     except (ValueError, FileExistsError) as exc:
         print(f"rest2visual simulate-nsd: error: {exc}", file=sys.stderr)
         return 2

@@ -23,7 +23,10 @@ from rest2visual.nsd.simulate import anatomy, design, fields, networks, response
 from rest2visual.preprocess.template import Grid, mni_brain_mask, mni_grid
 
 FORMAT = "rest2visual simulated NSD"
-FORMAT_VERSION = 2  # 2: PCC-driven DMN (pcc map and course), PSF-smooth betas
+# 2: PCC-driven DMN (pcc map and course), PSF-smooth betas; 3: NSD-exact files (design in
+# NSD's layout with stride 750, NaN ncsnr outside the mask, NSD's 1 mm transforms and header,
+# xyzt_units = 0 with pixdim[4] = 4/3)
+FORMAT_VERSION = 3
 
 
 @dataclass(frozen=True)
@@ -36,7 +39,17 @@ class SimulatedNSD:
     params: dict
 
 
-def _nifti(data: np.ndarray, affine: np.ndarray, *, mni: bool = False, tr_s: float | None = None):
+#: pixdim[4] of NSD's 1.8 mm time series: 4/3, though the true TR is 1.33317 s (NSD.md)
+NSD_PIXDIM4_FUNC1PT8MM = 4.0 / 3.0
+
+
+def _nifti(data: np.ndarray, affine: np.ndarray, *, mni: bool = False,
+           pixdim4: float | None = None):
+    """A NIfTI image as NSD writes it, or (``mni``) a truth file on the MNI grid.
+
+    NSD's files come from a MATLAB toolbox that leaves ``xyzt_units`` = 0 (unknown),
+    so readers cannot trust pixdim[4] as a TR; ``pixdim4`` is stored as NSD stores it.
+    """
     import nibabel as nib
 
     img = nib.Nifti1Image(data, affine)
@@ -44,11 +57,12 @@ def _nifti(data: np.ndarray, affine: np.ndarray, *, mni: bool = False, tr_s: flo
     code = "mni" if mni else "scanner"
     img.set_qform(affine, code=code)
     img.set_sform(affine, code=code)
-    if tr_s is not None:  # NSD: TR in pixdim[4], seconds
-        img.header.set_zooms(img.header.get_zooms()[:3] + (float(tr_s),))
-        img.header.set_xyzt_units("mm", "sec")
-    else:
+    if pixdim4 is not None:
+        img.header.set_zooms(img.header.get_zooms()[:3] + (float(pixdim4),))
+    if mni:
         img.header.set_xyzt_units("mm")
+    else:
+        img.header["xyzt_units"] = 0
     return img
 
 
@@ -58,7 +72,7 @@ def _save_tsv(table: pd.DataFrame, path: Path, **kwargs) -> None:
 
 
 def _check_args(subjects, sessions, trials_per_session, voxel_mm, volumes, n_images, n_shared,
-                mni_resolution_mm, tr_s, coordmap_mm) -> None:
+                mni_resolution_mm, tr_s) -> None:
     bad = [s for s in subjects if s not in keys.SUBJECTS]
     if not subjects or bad or len(set(subjects)) != len(subjects):
         raise ValueError(f"subjects must be distinct NSD subjects 1..8, got {list(subjects)}")
@@ -71,10 +85,14 @@ def _check_args(subjects, sessions, trials_per_session, voxel_mm, volumes, n_ima
     for name, (value, low) in checks.items():
         if int(value) != value or value < low:
             raise ValueError(f"{name} must be an integer ≥ {low}, got {value!r}")
+    if trials_per_session > keys.TRIALS_PER_SESSION:
+        raise ValueError(f"trials_per_session must be at most NSD's {keys.TRIALS_PER_SESSION} "
+                         f"(a simulated session is the first trials of an NSD session), "
+                         f"got {trials_per_session}")
     if n_shared >= n_images:
         raise ValueError(f"n_shared ({n_shared}) must be smaller than n_images ({n_images})")
     for name, value in {"voxel_mm": voxel_mm, "mni_resolution_mm": mni_resolution_mm,
-                        "tr_s": tr_s, "coordmap_mm": coordmap_mm}.items():
+                        "tr_s": tr_s}.items():
         if not value > 0:
             raise ValueError(f"{name} must be positive, got {value!r}")
 
@@ -90,19 +108,19 @@ def _check_target(root: Path) -> None:
 
 def simulate_nsd(root, *, subjects=(1, 2), sessions=(21, 22), trials_per_session=40,
                  voxel_mm=4.0, volumes=100, n_images=200, n_shared=40, mni_resolution_mm=4.0,
-                 tr_s=1.33318, seed=0, coordmap_mm=None) -> SimulatedNSD:
+                 tr_s=1.33318, seed=0) -> SimulatedNSD:
     """Write a simulated NSD at ``root`` (see the package docstring) and return where.
 
     ``root/nsd`` holds NSD's keys (``rest2visual.nsd.keys``) for ``subjects`` ×
     ``sessions``; ``root/truth`` the ground truth (``truth``). ``voxel_mm``: native voxel
     size (NSD 1.8); ``volumes``: rest volumes per run; ``tr_s``: TR in s;
-    ``mni_resolution_mm``: the truth grid; ``coordmap_mm``: grid of the func → MNI
-    coordinate maps (None: the truth grid; 1: NSD's 182×218×182). Deterministic in ``seed``.
+    ``mni_resolution_mm``: the truth grid. NSD's func → MNI coordinate maps are on
+    NSD's own grid (FSL MNI152 1 mm, 182×218×182) whatever the truth grid.
+    Deterministic in ``seed``.
     """
     subjects, sessions = [int(s) for s in subjects], [int(s) for s in sessions]
-    coordmap_mm = float(mni_resolution_mm if coordmap_mm is None else coordmap_mm)
     _check_args(subjects, sessions, trials_per_session, voxel_mm, volumes, n_images, n_shared,
-                mni_resolution_mm, tr_s, coordmap_mm)
+                mni_resolution_mm, tr_s)
     root = Path(root)
     _check_target(root)
     params = {
@@ -111,7 +129,6 @@ def simulate_nsd(root, *, subjects=(1, 2), sessions=(21, 22), trials_per_session
         "trials_per_session": int(trials_per_session), "voxel_mm": float(voxel_mm),
         "volumes": int(volumes), "n_images": int(n_images), "n_shared": int(n_shared),
         "mni_resolution_mm": float(mni_resolution_mm), "tr_s": float(tr_s),
-        "coordmap_mm": coordmap_mm,
     }
     tmp = temporary_sibling(root)
     tmp.mkdir(parents=True)
@@ -152,9 +169,11 @@ def _write_all(out: Path, params: dict) -> None:
                    for s in params["subjects"]}
     params.update({
         "truth_grid": {"shape": list(grid.shape), "affine": grid.affine.tolist()},
-        "coordmap_grid": {"shape": list(anatomy.coordmap_grid(params["coordmap_mm"]).shape),
-                          "affine": anatomy.coordmap_grid(params["coordmap_mm"]).affine.tolist()},
+        "coordmap_grid": {"shape": list(anatomy.FSL_1MM.shape),
+                          "affine": anatomy.FSL_1MM.affine.tolist(),
+                          "header_affine": anatomy.NSD_MNI_HEADER_AFFINE.tolist()},
         "design": {"sessions": design.DESIGN_SESSIONS, "list_length": int(exp.subjectim.shape[1]),
+                   "compact_list_length": exp.compact_list_length,
                    "showings_per_image": exp.showings_per_image,
                    "disjoint_subject_images": exp.disjoint_subject_images},
         "features": list(stimuli.FEATURES),
@@ -218,10 +237,10 @@ def _write_subject(nsd: Path, truth_root: Path, subject: int, params: dict, latt
     coords = space.mni_to_native(fields.grid_mm(grid).reshape(-1, 3)).reshape(*grid.shape, 3)
     save_nifti(_nifti(coords.astype(np.float32), grid.affine, mni=True),
                sub_truth / "mni_to_native_coords.nii.gz")
-    cgrid = anatomy.coordmap_grid(params["coordmap_mm"])
-    same_grid = cgrid.shape == grid.shape and np.allclose(cgrid.affine, grid.affine)
-    save_nifti(_nifti(anatomy.func_to_mni_coordmap(space, cgrid, coords if same_grid else None),
-                      cgrid.affine, mni=True), nsd / keys.func_to_mni_key(subject))
+    # NSD's transform: FSL's 1 mm grid in the array, NSD's centred header (nsdcode ignores it)
+    save_nifti(_nifti(anatomy.func_to_mni_coordmap(space, anatomy.FSL_1MM),
+                      anatomy.NSD_MNI_HEADER_AFFINE),
+               nsd / keys.func_to_mni_key(subject))
     save_nifti(_nifti(voxel_mni.astype(np.float32), header), sub_truth / "native_to_mni_mm.nii.gz")
 
     h = responses.gain_field(grid, lattice.visual, subject, seed)
@@ -236,7 +255,8 @@ def _write_subject(nsd: Path, truth_root: Path, subject: int, params: dict, latt
     positions = voxel_mni[liberal]
     at_voxels = fields.Sampler(grid, positions)
     model = responses.build_response_model(grid, lattice.atlas, lattice.brain, gain, vox)
-    ncsnr = np.zeros(space.shape, np.float32)
+    # NSD writes NaN for invalid voxels (nsddatapaper export_noiseceiling.m): outside the mask
+    ncsnr = np.full(space.shape, np.nan, np.float32)
     ncsnr[liberal] = (at_voxels(model.signal_sd(np.cov(phi.T, bias=True)))
                       / at_voxels(model.noise_sd))
     save_nifti(_nifti(ncsnr, header), nsd / keys.ncsnr_key(subject))
@@ -257,9 +277,8 @@ def _write_betas(nsd, subject, session, space, liberal, at_voxels, model, phi, s
     betas = np.zeros((*space.shape, len(phi)), np.int16, order="F")
     for t, volume in enumerate(responses.iter_trial_betas(model, phi, subject, session, seed)):
         betas[..., t][liberal] = responses.to_int16_psc(at_voxels(volume))
-    img = _nifti(betas, space.header_affine)
-    img.header.set_zooms((space.voxel_mm,) * 3 + (1.0,))
-    save_nifti(img, nsd / keys.betas_key(subject, session))
+    save_nifti(_nifti(betas, space.header_affine, pixdim4=1.0),
+               nsd / keys.betas_key(subject, session))
 
 
 def _rest_setup(space, maps, t1, brain, liberal, at_voxels, seed) -> networks.RestSetup:
@@ -278,7 +297,8 @@ def _write_rest_run(nsd, truth_root, subject, session, run, space, liberal, rest
     data, courses, motion = networks.rest_run(rest, params["volumes"], params["tr_s"], rng)
     series = np.zeros((*space.shape, params["volumes"]), np.int16, order="F")
     series[liberal] = data
-    save_nifti(_nifti(series, space.header_affine, tr_s=params["tr_s"]),
+    # generated at the true TR (params["tr_s"]); the header says what NSD's says
+    save_nifti(_nifti(series, space.header_affine, pixdim4=NSD_PIXDIM4_FUNC1PT8MM),
                nsd / keys.rest_key(subject, session, run))
     # NSD's motion files: 6 tab-separated columns, no header (3 translations mm, 3 rotations rad)
     _save_tsv(pd.DataFrame(motion), nsd / keys.motion_key(subject, session, run),

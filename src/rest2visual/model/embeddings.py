@@ -13,7 +13,7 @@ written to a temporary sibling and renamed):
 - attrs: ``encoder`` (name), ``weights_sha256`` (sha256 of the weights file,
   or the OpenCLIP pretrained tag), ``feature_dim``, ``pack``, ``rest2visual_version``.
 
-Torch is imported inside the functions: the dataset package stays torch-free.
+Torch is imported inside the functions (a CLI that starts fast).
 """
 
 from __future__ import annotations
@@ -72,8 +72,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--encoder", required=True,
                    help="small_cnn, resnet18, resnet50 or open_clip:<arch>")
     p.add_argument("--weights", help="encoder weights file (or OpenCLIP pretrained tag)")
-    p.add_argument("--feature-dim", type=int, default=128,
-                   help="small_cnn output size (= model.embed_dim)")
+    from rest2visual.config import defaults
+
+    p.add_argument("--feature-dim", type=int, default=defaults("model")["embed_dim"],
+                   help="small_cnn output size (= model.embed_dim; default: the schema's)")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     p.add_argument("--out", required=True, help="output HDF5")
