@@ -334,8 +334,11 @@ def test_predict_from_rest_runs_uses_the_model_rest_settings(tmp_path):
     from rest2visual.preprocess.rest_map import pcc_seed_zmap
 
     mask = toy_mask()
-    rest_cfg = {"seed_center_mm": [0.0, 0.0, 0.0], "seed_radius_mm": 6.0, "bandpass_hz": [0.01, 0.2],
-                "filter_order": 2, "hrf_model": "glover", "combine_runs": "mean", "confounds": "none"}
+    from rest2visual.preprocess.recipe import make_recipe
+
+    rest_cfg = make_recipe(hrf_model="glover", units="raw", bandpass_hz=(0.01, 0.2), filter_order=2,
+                           combine_runs="mean", seed_center_mm=(0, 0, 0), seed_radius_mm=6.0,
+                           seed_mask=None, confounds=False, tr_s=1.0)
     torch.manual_seed(0)
     model = build_model(TOY_MODEL)
     path = save_model_file(tmp_path / "model.pt", model.state_dict(),

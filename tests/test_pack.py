@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -340,3 +341,27 @@ def test_ncsnr_nan_count_must_match_its_attribute(world, tmp_path):
     with h5py.File(path, "r+") as h5:
         h5["ncsnr"][0, :3] = np.nan  # NaN not declared as missing
     assert any("missing_voxels" in p for p in validate.validate_pack(path))
+
+
+def test_pack_records_the_rest_maps_recipe(world, tmp_path):
+    """The z-maps' recipe sidecars go into the pack; mixed recipes or a missing sidecar
+    among present ones are refused, naming the file and the key."""
+    from rest2visual.preprocess.recipe import PACK_ATTR, make_recipe, sidecar_path, write_recipe
+
+    with h5py.File(pack_world(world, tmp_path / "none.h5"), "r") as h5:
+        assert h5.attrs[PACK_ATTR] == ""  # maps made elsewhere: no recipe claimed
+    want = make_recipe(hrf_model="none", units="psc", bandpass_hz=(0.01, 0.1), filter_order=2,
+                       combine_runs="mean", seed_center_mm=(0, -52, 26), seed_radius_mm=6.0,
+                       seed_mask=None, confounds=True, tr_s=1.33318)
+    paths = list(world["rest"].values())
+    write_recipe(paths[0], want)
+    with pytest.raises(InputError, match=f"{sidecar_path(paths[1]).name}.*not found"):
+        pack_world(world, tmp_path / "partial.h5")
+    for p in paths[1:]:
+        write_recipe(p, want)
+    with h5py.File(pack_world(world, tmp_path / "pack.h5"), "r") as h5:
+        assert json.loads(h5.attrs[PACK_ATTR]) == want
+    write_recipe(paths[-1], dict(want, units="raw"))
+    with pytest.raises(InputError, match="units = 'raw'"):
+        pack_world(world, tmp_path / "mixed.h5")
+    assert not (tmp_path / "mixed.h5").exists()

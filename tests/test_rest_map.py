@@ -304,7 +304,7 @@ def test_bad_runs_are_refused_with_file_names(mask_img, grid, tmp_path):
     shifted[0, 3] += 3
     moved = _save(nib.Nifti1Image(np.asarray(good.dataobj), shifted, good.header),
                   tmp_path / "moved.nii")
-    with pytest.raises(InputError, match=r"moved\.nii: affine"):
+    with pytest.raises(InputError, match=r"moved\.nii: expected the affine"):
         pcc_seed_zmap([moved], mask_img)
     data = np.asarray(good.dataobj).copy()
     data[15, 15, 15, 3] = np.nan
@@ -354,11 +354,11 @@ def test_cli_writes_zmap_and_qc(mask_img, grid, tmp_path, capsys):
     expected = pcc_seed_zmap(runs, mask_img, confounds=[np.loadtxt(m) for m in motion])
     np.testing.assert_allclose(nib.load(out).get_fdata(), expected.get_fdata(), atol=1e-6)
     assert qc.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert sorted(p.name for p in out.parent.iterdir()) == ["qc.png", "zmap.nii.gz"]
+    assert sorted(p.name for p in out.parent.iterdir()) == ["qc.png", "zmap.json", "zmap.nii.gz"]
 
     np.savetxt(motion[1], np.zeros((80, 6)))
     bad = tmp_path / "out" / "bad.nii.gz"
-    assert main(argv[:-4] + ["--out", str(bad)]) == 2
+    assert main(argv[:-4] + ["--out", str(bad)]) == 1
     err = capsys.readouterr().err
     assert "motion1.tsv" in err and "expected 90 rows" in err
     assert not bad.exists()

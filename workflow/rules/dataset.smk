@@ -4,6 +4,9 @@ rule pack_triplets:
     input:
         rest=[out("rest", "zmap", "nii.gz", sub=s, ses=t, space="MNI152", res=RES, desc="pcc")
               for s, t in subject_sessions()],
+        # read beside each map by pack (its recipe goes into the pack and model.pt)
+        recipes=[out("rest", "zmap", "json", sub=s, ses=t, space="MNI152", res=RES, desc="pcc")
+                 for s, t in subject_sessions()],
         evoked=[evoked_betas_h5(s, t) for s, t in subject_sessions()],
         ncsnr=[out("evoked", "ncsnr", "nii.gz", sub=s, space="MNI152", res=RES) for s in SUBJECTS],
         expdesign=nsd_path(nsdkeys.EXPDESIGN),

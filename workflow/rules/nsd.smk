@@ -38,7 +38,8 @@ if NSD["source"] == "simulated":
             " --sessions {params.sessions:q} --trials {params.trials:q}"
             " --voxel-mm {params.sim[voxel_mm]:q} --volumes {params.sim[volumes]:q}"
             " --images {params.sim[images]:q} --shared {params.sim[shared_images]:q}"
-            " --mni-mm {params.res:q} --tr {params.tr:q} --seed {params.sim[seed]:q} > {log:q} 2>&1"
+            " --mni-mm {params.res:q} --tr {params.tr:q} --dmn-coupling {params.sim[dmn_coupling]:q}"
+            " --seed {params.sim[seed]:q} > {log:q} 2>&1"
 
 elif NSD["source"] == "s3":
     logger.info(

@@ -40,6 +40,9 @@ rule pcc_zmap:
     output:
         zmap=out("rest", "zmap", "nii.gz", sub="{sub}", ses="{ses}", space="MNI152", res=RES,
                  desc="pcc"),
+        # the recipe (settings and TR used) beside the map: the pack and model.pt keep it
+        recipe=out("rest", "zmap", "json", sub="{sub}", ses="{ses}", space="MNI152", res=RES,
+                   desc="pcc"),
         qc=report(
             out("rest", "qc", "png", sub="{sub}", ses="{ses}", desc="pcc"),
             caption="../report/pcc_zmap.rst",
@@ -84,6 +87,8 @@ rule pcc_zmap_recipe:
     output:
         zmap=out("rest", "zmap", "nii.gz", sub="{sub}", ses="{ses}", space="MNI152", res=RES,
                  desc="pcc{Hrf}{Units}"),
+        recipe=out("rest", "zmap", "json", sub="{sub}", ses="{ses}", space="MNI152", res=RES,
+                   desc="pcc{Hrf}{Units}"),
     wildcard_constraints:
         Hrf="Glover|Spm|None",
         Units="Raw|Psc",

@@ -15,6 +15,9 @@ Layout (n_vox = voxels in the MNI brain mask, C order of the mask's True voxels)
                        neighbours, see resample.warp_volume_with_missing), counted per
                        subject in the attr ``missing_voxels``; ncsnr metrics skip them
 
+Root attribute ``rest_recipe``: the settings the rest maps were computed with (JSON,
+``preprocess.recipe``; "" when the maps came without recipe sidecars).
+
 Rows of ``/trials`` are sorted by (subject, session, trial) and are the rows of
 ``/betas``; ``image_row`` and ``rest_row`` index ``/images`` and ``/rest_maps``.
 
@@ -35,6 +38,7 @@ rows of one session, so memory stays bounded by one block whatever the size.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import sys
@@ -50,6 +54,7 @@ from rest2visual.checks import InputError, check_affine, load_nifti, require_fil
 from rest2visual.dataset.layout import REQUIRED_ATTRS, TRIAL_COLUMNS, TRIAL_DTYPES, TRIAL_KEY
 from rest2visual.dataset.validate import validate_pack
 from rest2visual.maskvec import MaskedGrid
+from rest2visual.preprocess import recipe
 
 __all__ = ["REQUIRED_ATTRS", "TRIAL_COLUMNS", "TRIAL_DTYPES", "TRIAL_KEY", "Pack", "PackWriter",
            "pack_triplets", "validate_pack", "write_pack"]
@@ -195,8 +200,9 @@ class PackWriter:
         ds.attrs["missing_voxels"] = np.isnan(vectors).sum(axis=1).astype(np.int64)
 
     def finish(self, excluded, *, config_hash: str = "", template: str = DEFAULT_TEMPLATE,
-               mask_description: str = "") -> None:
-        """Store the excluded (subject, session, trial) rows and the root attributes."""
+               mask_description: str = "", rest_recipe: dict | None = None) -> None:
+        """Store the excluded (subject, session, trial) rows and the root attributes
+        (``rest_recipe``: the rest maps' recipe, ``preprocess.recipe``; None: unknown)."""
         import rest2visual
 
         if self._next_beta != self.n_trials:
@@ -212,6 +218,7 @@ class PackWriter:
             "created_utc": created_utc(),
             "n_trials": self.n_trials, "n_voxels": self.grid.n_voxels,
             "n_excluded_trials": len(ds),
+            recipe.PACK_ATTR: json.dumps(rest_recipe, sort_keys=True) if rest_recipe else "",
         })
 
 
@@ -327,7 +334,8 @@ def write_pack(out_path, *, grid: MaskedGrid, trials, rest_index, image_nsd_ids,
                rest_vectors, image_blocks, beta_blocks, excluded=(), ncsnr=None,
                config_hash: str = "", template: str = DEFAULT_TEMPLATE,
                mask_description: str = "", compression: str | None = None,
-               validate: bool = True, progress: bool = False) -> Path:
+               validate: bool = True, progress: bool = False,
+               rest_recipe: dict | None = None) -> Path:
     """Stream arrays into a new pack at ``out_path``: atomic, validated before the rename.
 
     ``trials`` (TRIAL_COLUMNS, pack order), ``rest_index`` (subject, session
@@ -339,6 +347,7 @@ def write_pack(out_path, *, grid: MaskedGrid, trials, rest_index, image_nsd_ids,
     n_vox) array) or None. All datasets are created at their final size first
     (:class:`PackWriter`), so memory holds one block at a time. ``progress``:
     log images and beta rows written, rate and ETA every 5 % (:class:`Progress`).
+    ``rest_recipe``: the settings the rest maps were made with (``preprocess.recipe``).
     """
     import h5py
 
@@ -362,7 +371,7 @@ def write_pack(out_path, *, grid: MaskedGrid, trials, rest_index, image_nsd_ids,
             if ncsnr is not None:
                 writer.write_ncsnr(*ncsnr)
             writer.finish(excluded, config_hash=config_hash, template=template,
-                          mask_description=mask_description)
+                          mask_description=mask_description, rest_recipe=rest_recipe)
         if validate and progress:
             print(f"pack: validating {out_path.name}", flush=True)
         problems = validate_pack(tmp) if validate else []
@@ -383,8 +392,9 @@ def pack_triplets(out_path, *, rest_maps: dict, evoked: dict, expdesign_path, st
     and to an evoked betas HDF5 (``betas``, ``mask``, ``trial``, attrs
     ``bad_trials``); both must cover the same sessions. ``mask_path`` is the MNI
     brain mask NIfTI every input must share; ``ncsnr`` maps subject → ncsnr NIfTI
-    in MNI (optional). Bad trials are left out and listed in /excluded_trials.
-    The pack is validated (:func:`rest2visual.dataset.validate.validate_pack`)
+    in MNI (optional). Bad trials are left out and listed in /excluded_trials. The
+    z-maps' recipe sidecars (``preprocess.recipe``) must agree; the recipe is stored
+    as the root attribute ``rest_recipe``. The pack is validated (:func:`rest2visual.dataset.validate.validate_pack`)
     before it is renamed to ``out_path``, so an invalid pack never appears there.
     """
     from rest2visual.dataset.images import iter_resized_images
@@ -412,6 +422,7 @@ def pack_triplets(out_path, *, rest_maps: dict, evoked: dict, expdesign_path, st
             yield grid.to_vectors(np.asarray(img.dataobj, dtype=np.float32))
 
     ncsnr_vectors = _ncsnr_vectors(ncsnr, grid, set(rest_index["subject"])) if ncsnr else None
+    rest_recipe = recipe.common_recipe(s.rest_path for s in sessions)
     write_pack(
         out_path, grid=grid, trials=trials, rest_index=rest_index, image_nsd_ids=image_nsd_ids,
         image_size=image_size, rest_vectors=rest_vectors(),
@@ -421,7 +432,7 @@ def pack_triplets(out_path, *, rest_maps: dict, evoked: dict, expdesign_path, st
         ncsnr=ncsnr_vectors,
         config_hash=config_hash, template=template, compression=compression,
         mask_description=f"{Path(mask_path).name}: {grid.n_voxels} in-mask voxels of {grid.shape}",
-        progress=verbose,
+        progress=verbose, rest_recipe=rest_recipe,
     )
     if verbose:
         print(f"packed {len(trials)} trials, {len(sessions)} rest maps, {len(image_nsd_ids)} "

@@ -4,7 +4,8 @@
 writes one volume per image (a 4D NIfTI for several). ``--images-dir DIR
 --out-dir OUT`` writes one NIfTI per image of DIR. ``--rest-run RUN01 RUN14``
 (4D rest runs already on the model's MNI grid) computes the PCC z-map first,
-with the rest parameters stored in the model's config.
+with the rest-map recipe its training pack was made with (stored in model.pt, see
+``preprocess.recipe``).
 
 The rest map must lie on the model's grid (shape and affine in model.pt);
 ``--resample`` resamples it (nilearn, continuous interpolation) instead of
@@ -18,6 +19,7 @@ single prediction path, shared with the evaluation.
 from __future__ import annotations
 
 import argparse
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -166,22 +168,33 @@ def rest_vector_from_runs(model: LoadedModel, run_paths, confound_paths=None) ->
         from rest2visual.preprocess import rest_map
     except ImportError as exc:
         raise ImportError("--rest-run needs rest2visual.preprocess.rest_map") from exc
-    rest = dict(model.config.get("rest") or {})
+    from rest2visual.preprocess.recipe import recipe_from_attr
+
+    rest = recipe_from_attr(model.config.get("rest"), f"{model.path} (config rest)")
+    if rest is None:
+        raise InputError(f"{model.path}: expected the rest-map recipe its training pack was made "
+                         "with, found none (the pack's z-maps had no recipe sidecars); compute "
+                         "the z-map with `rest2visual rest-map` and pass --rest")
     mask_img = nib.Nifti1Image(model.grid.mask.astype(np.uint8), model.grid.affine)
     confounds = None
-    if rest.get("confounds", "none") == "motion":
+    if rest["confounds"] == "motion":
         if not confound_paths or len(confound_paths) != len(run_paths):
-            raise ValueError("the model's rest.confounds is 'motion': give --confounds, one "
-                             "motion TSV per --rest-run")
+            raise InputError(f"{model.path}: the model's rest maps regressed out motion "
+                             "(confounds: motion): give --confounds, one motion TSV per --rest-run")
         confounds = [rest_map.load_confounds(c, load_nifti(r, ndim=4, finite=False).shape[3])
                      for c, r in zip(confound_paths, run_paths)]
-    kwargs = {k: rest[k] for k in ("seed_center_mm", "seed_radius_mm", "bandpass_hz",
-                                   "filter_order", "hrf_model", "combine_runs", "units")
-              if k in rest}
-    if rest.get("seed_mask"):
-        kwargs["seed_mask_img"] = load_nifti(rest["seed_mask"], ndim=3, what="seed mask")
-    zmap = rest_map.pcc_seed_zmap(list(run_paths), mask_img, confounds=confounds,
-                                  tr_s=(model.config.get("nsd") or {}).get("tr_s"), **kwargs)
+    seed_mask = (load_nifti(rest["seed_mask"], ndim=3, what="seed mask")
+                 if rest["seed_mask"] else None)
+    print(f"rest map: the model's recipe {rest_map.recipe_name(rest['hrf_model'], rest['units'])}"
+          f" ({rest['bandpass_hz'][0]}–{rest['bandpass_hz'][1]} Hz, combine "
+          f"{rest['combine_runs']}, confounds {rest['confounds']}, fallback TR {rest['tr_s']} s)",
+          file=sys.stderr)
+    zmap = rest_map.pcc_seed_zmap(
+        list(run_paths), mask_img, seed_center_mm=rest["seed_center_mm"],
+        seed_radius_mm=rest["seed_radius_mm"], seed_mask_img=seed_mask,
+        bandpass_hz=tuple(rest["bandpass_hz"]), filter_order=rest["filter_order"],
+        hrf_model=rest["hrf_model"], combine_runs=rest["combine_runs"], confounds=confounds,
+        tr_s=rest["tr_s"], units=rest["units"])
     return model.grid.to_vectors(np.asarray(zmap.dataobj, dtype=np.float32))
 
 

@@ -199,6 +199,8 @@ class _Trainer:
         from rest2visual.model.loader import (TripletDataset, VolumeScatter, make_loader,
                                               split_rows)
 
+        # the rest-map recipe is the pack's (what its maps were made with), not the config's
+        cfg = dict(cfg, rest=pack_rest_recipe(pack_path))
         self.ctx, self.cfg, self.out_dir = ctx, cfg, Path(out_dir)
         self.data_identity = data_identity(pack_path, split_csv, embeddings_path)
         tcfg = cfg["train"]
@@ -383,6 +385,18 @@ def training_image_features(model, dataset, batch_size: int = 64) -> torch.Tenso
     return torch.cat(out)
 
 
+def pack_rest_recipe(pack_path) -> dict | None:
+    """The rest-map recipe the pack's maps were made with (``preprocess.recipe``), or None
+    when the pack records none; stored in ``model.pt`` for ``predict --rest-run``."""
+    import h5py
+
+    from rest2visual.preprocess.recipe import PACK_ATTR, recipe_from_attr
+
+    with h5py.File(pack_path, "r") as h5:
+        text = h5.attrs.get(PACK_ATTR, "")
+    return recipe_from_attr(text, f"{pack_path} (attribute {PACK_ATTR})")
+
+
 def check_embeddings(path, model_cfg: dict) -> None:
     """Refuse an embedding cache made with another encoder or other weights."""
     import h5py
@@ -413,8 +427,8 @@ def train(pack_path, split_csv, out_dir, cfg: dict, *, embeddings_path=None,
     """Train (or resume) a model; returns metrics.
 
     ``cfg``: a config dict with ``model`` and ``train`` blocks (missing keys take
-    the defaults; other blocks, e.g. ``rest``, are stored in the checkpoint for
-    prediction). ``max_steps`` stops after that many global steps, writing
+    the defaults); the ``rest`` block stored with the model is the pack's rest-map
+    recipe (:func:`pack_rest_recipe`), whatever ``cfg`` says. ``max_steps`` stops after that many global steps, writing
     ``last.pt`` (a resumable interruption; model.pt is not written then).
     Returns {"best_val_pearson", "best_epoch", "val_loss", "val_pearson", "step",
     "total_steps", "n_parameters", "history", "finished"}.

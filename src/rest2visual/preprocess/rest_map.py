@@ -42,6 +42,7 @@ from rest2visual.atomic import save_figure, save_nifti
 from rest2visual.checks import InputError, check_affine, check_finite, load_nifti, require_file
 from rest2visual.preprocess.glm import (ols_betas, ols_betas_blocks, seed_design,
                                         stack_run_designs, zscore_in_mask)
+from rest2visual.preprocess.recipe import make_recipe, write_recipe
 from rest2visual.preprocess.seed import seed_region, seed_timeseries
 from rest2visual.preprocess.signal import HRF_MODELS, bandpass, hrf_convolve
 
@@ -101,9 +102,11 @@ def repetition_time(img, fallback_s: float | None = None, source: str = "rest ru
     return tr_s
 
 
-def session_tr(run_imgs, fallback_s: float | None = None) -> float:
-    """The common TR (s) of a session's runs; InputError if they disagree by > 1 ms."""
-    trs = [repetition_time(img, fallback_s, _name(img, i)) for i, img in enumerate(run_imgs)]
+def session_tr(run_imgs, fallback_s: float | None = None, log=print) -> float:
+    """The common TR (s) of a session's runs; InputError if they disagree by > 1 ms.
+    ``log``: where :func:`repetition_time` says which TR it used (None: nowhere)."""
+    trs = [repetition_time(img, fallback_s, _name(img, i), log=log)
+           for i, img in enumerate(run_imgs)]
     for i, tr in enumerate(trs[1:], start=1):
         if abs(tr - trs[0]) > TR_TOLERANCE_S:
             raise InputError(f"TRs of the session's runs disagree: {_name(run_imgs[0], 0)} has "
@@ -361,7 +364,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--confounds", nargs="+", metavar="MOTION.tsv",
                    help="one headerless confound TSV per run, in the order of --runs")
     p.add_argument("--tr", type=float, help="TR (s) for runs whose header has no time unit")
-    p.add_argument("--out", required=True, help="output z-map NIfTI (MNI)")
+    p.add_argument("--out", required=True,
+                   help="output z-map NIfTI (MNI); its recipe goes beside it (.json)")
     p.add_argument("--qc", help="QC figure (png/svg/pdf)")
     p.add_argument("--template", help="QC background (default: MNI template on the mask grid)")
     return p
@@ -388,6 +392,12 @@ def main(argv: list[str] | None = None) -> int:
                              hrf_model=args.hrf, combine_runs=args.combine,
                              confounds=confounds, tr_s=args.tr, units=args.units)
         save_nifti(zmap, args.out)
+        write_recipe(args.out, make_recipe(
+            hrf_model=args.hrf, units=args.units, bandpass_hz=args.bandpass,
+            filter_order=args.filter_order, combine_runs=args.combine,
+            seed_center_mm=args.seed_center, seed_radius_mm=args.seed_radius,
+            seed_mask=args.seed_mask, confounds=bool(args.confounds),
+            tr_s=session_tr(runs, args.tr, log=None)))
         if args.qc:
             bg = (load_nifti(args.template, ndim=3, what="QC template") if args.template
                   else _default_template(mask_img))
@@ -400,5 +410,5 @@ def main(argv: list[str] | None = None) -> int:
             save_figure(fig, args.qc, dpi=120)
     except ValueError as exc:  # InputError and bad parameter values: a message, no traceback
         print(f"rest2visual rest-map: error: {exc}", file=sys.stderr)
-        return 2
+        return 1
     return 0

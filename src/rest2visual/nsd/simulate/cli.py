@@ -6,6 +6,8 @@ import argparse
 import sys
 import time
 
+from rest2visual.nsd.simulate.networks import COUPLINGS
+
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
@@ -25,6 +27,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="images shown to all subjects (NSD: 1000)")
     p.add_argument("--mni-mm", type=float, default=4.0, help="truth MNI grid resolution, mm")
     p.add_argument("--tr", type=float, default=1.33318, help="rest TR, s (NSD: 1.33318)")
+    p.add_argument("--dmn-coupling", choices=COUPLINGS, default=COUPLINGS[0],
+                   help="how the default-mode network's nodes share their course: zero_lag (the "
+                        "physiology: one shared course) or hrf_driven (the rest of the network "
+                        "is the PCC course convolved with the HRF: the paper's assumption)")
     p.add_argument("--seed", type=int, default=0, help="random seed (same seed, same bytes)")
     return p
 
@@ -38,10 +44,11 @@ def main(argv: list[str] | None = None) -> int:
         sim = simulate_nsd(args.out, subjects=args.subjects, sessions=args.sessions,
                            trials_per_session=args.trials, voxel_mm=args.voxel_mm,
                            volumes=args.volumes, n_images=args.images, n_shared=args.shared,
-                           mni_resolution_mm=args.mni_mm, tr_s=args.tr, seed=args.seed)
+                           mni_resolution_mm=args.mni_mm, tr_s=args.tr, dmn_coupling=args.dmn_coupling,
+                           seed=args.seed)
     except (ValueError, FileExistsError) as exc:
         print(f"rest2visual simulate-nsd: error: {exc}", file=sys.stderr)
-        return 2
+        return 1
     print(f"simulated NSD: {len(args.subjects)} subject(s) × {len(args.sessions)} session(s) × "
           f"{args.trials} trials, {args.images} images, in {time.perf_counter() - start:.1f} s\n"
           f"  NSD keys:     {sim.nsd_root}\n  ground truth: {sim.truth_root}")

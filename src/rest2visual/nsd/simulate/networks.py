@@ -173,7 +173,7 @@ def zero_lag(rng: np.random.Generator, n: int, tr_s: float) -> tuple[np.ndarray,
 
 
 def network_courses(rng: np.random.Generator, names, n: int, tr_s: float,
-                    coupling: str = "hrf_driven") -> np.ndarray:
+                    coupling: str = "zero_lag") -> np.ndarray:
     """(len(names), n) unit-variance courses: the DMN's ``pcc`` and ``dmn`` courses by
     ``coupling`` (zero-lag shared course, or p and h ∗ p), the other networks independent
     (all 1/f^α in ``BAND_HZ``)."""
@@ -243,7 +243,7 @@ def true_seed_map(maps: dict[str, np.ndarray], coupling: str) -> np.ndarray:
 
 
 def rest_run(setup: RestSetup, volumes: int, tr_s: float, rng: np.random.Generator,
-             chunk: int = 65536, coupling: str = "hrf_driven"
+             chunk: int = 65536, coupling: str = "zero_lag"
              ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Simulate one rest run at the in-mask voxels (``coupling``: see ``COUPLINGS``).
 

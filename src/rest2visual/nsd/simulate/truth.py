@@ -13,8 +13,9 @@ Layout::
     truth/sub-XX/ses-NN_run-RR_timecourses.tsv   time courses of a rest run (pcc, dmn, ...)
 
 ``networks.nii.gz`` holds the maps ``pcc`` (the PCC node, the seed's source), ``dmn``
-(the PCC-driven rest of the default-mode network, = ``dmn_map``), ``visual``,
-``sensorimotor``, ``frontoparietal`` (``params["networks"]["names"]``).
+(the rest of the default-mode network), ``visual``,
+``sensorimotor``, ``frontoparietal`` (``params["networks"]["names"]``); ``dmn_map`` is
+the true seed map under ``params["dmn_coupling"]`` (``networks.true_seed_map``).
 
 The truth grid is FSL's MNI152 grid at ``mni_resolution_mm`` (``mni_grid``).
 """
@@ -77,11 +78,13 @@ def native_to_mni_mm(truth_root, subject: int) -> np.ndarray:
 
 
 def dmn_map(truth_root, subject: int):
-    """The subject's true PCC connectivity map on the truth grid: the loading of every voxel
-    on the PCC-driven course h ∗ p (mPFC, angular gyri, and −coupling · h_s in visual
-    cortex; ``networks`` module docstring), what the paper's PCC seed GLM recovers up to
-    scale and noise. Compare within the brain mask (it is zero outside). The PCC node
-    itself, the seed's source, is ``network_maps(...)["pcc"]``."""
+    """The subject's true PCC connectivity map on the truth grid (``networks.true_seed_map``
+    under the simulation's ``dmn_coupling``): the loading of every voxel on the DMN's
+    shared course. zero_lag: the whole DMN (PCC node + mPFC, angular gyri, and
+    −coupling · h_s in visual cortex); hrf_driven: the part driven by h ∗ p, what the
+    paper's PCC seed GLM recovers up to scale and noise (the PCC node,
+    ``network_maps(...)["pcc"]``, enters with a run-dependent weight). Compare within the
+    brain mask (it is zero outside)."""
     return _load(subject_dir(truth_root, subject) / "dmn_map.nii.gz", "true DMN map")
 
 

@@ -25,8 +25,9 @@ from rest2visual.preprocess.template import Grid, mni_brain_mask, mni_grid
 FORMAT = "rest2visual simulated NSD"
 # 2: PCC-driven DMN (pcc map and course), PSF-smooth betas; 3: NSD-exact files (design in
 # NSD's layout with stride 750, NaN ncsnr outside the mask, NSD's 1 mm transforms and header,
-# xyzt_units = 0 with pixdim[4] = 4/3)
-FORMAT_VERSION = 3
+# xyzt_units = 0 with pixdim[4] = 4/3); 4: the DMN's coupling is a parameter (zero_lag by
+# default), dmn_map.nii.gz the true seed map under it
+FORMAT_VERSION = 4
 
 
 @dataclass(frozen=True)
@@ -72,7 +73,10 @@ def _save_tsv(table: pd.DataFrame, path: Path, **kwargs) -> None:
 
 
 def _check_args(subjects, sessions, trials_per_session, voxel_mm, volumes, n_images, n_shared,
-                mni_resolution_mm, tr_s) -> None:
+                mni_resolution_mm, tr_s, dmn_coupling) -> None:
+    if dmn_coupling not in networks.COUPLINGS:
+        raise ValueError(f"dmn_coupling must be one of {', '.join(networks.COUPLINGS)}, "
+                         f"got {dmn_coupling!r}")
     bad = [s for s in subjects if s not in keys.SUBJECTS]
     if not subjects or bad or len(set(subjects)) != len(subjects):
         raise ValueError(f"subjects must be distinct NSD subjects 1..8, got {list(subjects)}")
@@ -108,19 +112,20 @@ def _check_target(root: Path) -> None:
 
 def simulate_nsd(root, *, subjects=(1, 2), sessions=(21, 22), trials_per_session=40,
                  voxel_mm=4.0, volumes=100, n_images=200, n_shared=40, mni_resolution_mm=4.0,
-                 tr_s=1.33318, seed=0) -> SimulatedNSD:
+                 tr_s=1.33318, dmn_coupling="zero_lag", seed=0) -> SimulatedNSD:
     """Write a simulated NSD at ``root`` (see the package docstring) and return where.
 
     ``root/nsd`` holds NSD's keys (``rest2visual.nsd.keys``) for ``subjects`` ×
     ``sessions``; ``root/truth`` the ground truth (``truth``). ``voxel_mm``: native voxel
     size (NSD 1.8); ``volumes``: rest volumes per run; ``tr_s``: TR in s;
-    ``mni_resolution_mm``: the truth grid. NSD's func → MNI coordinate maps are on
+    ``mni_resolution_mm``: the truth grid; ``dmn_coupling``: how the default-mode
+    network's nodes share their course (``networks.COUPLINGS``). NSD's func → MNI coordinate maps are on
     NSD's own grid (FSL MNI152 1 mm, 182×218×182) whatever the truth grid.
     Deterministic in ``seed``.
     """
     subjects, sessions = [int(s) for s in subjects], [int(s) for s in sessions]
     _check_args(subjects, sessions, trials_per_session, voxel_mm, volumes, n_images, n_shared,
-                mni_resolution_mm, tr_s)
+                mni_resolution_mm, tr_s, dmn_coupling)
     root = Path(root)
     _check_target(root)
     params = {
@@ -129,6 +134,7 @@ def simulate_nsd(root, *, subjects=(1, 2), sessions=(21, 22), trials_per_session
         "trials_per_session": int(trials_per_session), "voxel_mm": float(voxel_mm),
         "volumes": int(volumes), "n_images": int(n_images), "n_shared": int(n_shared),
         "mni_resolution_mm": float(mni_resolution_mm), "tr_s": float(tr_s),
+        "dmn_coupling": str(dmn_coupling),
     }
     tmp = temporary_sibling(root)
     tmp.mkdir(parents=True)
@@ -178,9 +184,13 @@ def _write_all(out: Path, params: dict) -> None:
                    "disjoint_subject_images": exp.disjoint_subject_images},
         "features": list(stimuli.FEATURES),
         "networks": {"names": list(networks.MAP_NAMES), "amplitude_pct": networks.AMPLITUDE_PCT,
-                     "dmn_coupling": networks.DMN_COUPLING, "band_hz": list(networks.BAND_HZ),
+                     "dmn_visual_coupling": networks.DMN_COUPLING,
+                     "band_hz": list(networks.BAND_HZ),
                      "spectral_exponent": networks.SPECTRAL_EXPONENT,
-                     "driven_by_pcc": {"map": "dmn", "hrf_model": networks.HRF_MODEL},
+                     "coupling": params["dmn_coupling"],
+                     "node_noise_var": networks.NODE_NOISE_VAR,
+                     "driven_by_pcc": ({"map": "dmn", "hrf_model": networks.HRF_MODEL}
+                                       if params["dmn_coupling"] == "hrf_driven" else None),
                      "white_noise_pct": networks.white_noise_pct(params["voxel_mm"]),
                      "drift_pct": networks.DRIFT_PCT, "motion": networks.MOTION},
         "responses": {"roi_names": list(responses.ROI_NAMES),
@@ -248,7 +258,8 @@ def _write_subject(nsd: Path, truth_root: Path, subject: int, params: dict, latt
     save_nifti(_nifti(gain, grid.affine, mni=True), sub_truth / "gain_map.nii.gz")
     blobs = networks.subject_blobs(subject, seed)
     maps = networks.network_maps(grid, blobs, lattice.brain_soft, h, lattice.visual)
-    save_nifti(_nifti(maps["dmn"], grid.affine, mni=True), sub_truth / "dmn_map.nii.gz")
+    save_nifti(_nifti(networks.true_seed_map(maps, params["dmn_coupling"]), grid.affine, mni=True),
+               sub_truth / "dmn_map.nii.gz")
     save_nifti(_nifti(np.stack(list(maps.values()), axis=-1), grid.affine, mni=True),
                sub_truth / "networks.nii.gz")
 
@@ -294,7 +305,8 @@ def _rest_setup(space, maps, t1, brain, liberal, at_voxels, seed) -> networks.Re
 
 def _write_rest_run(nsd, truth_root, subject, session, run, space, liberal, rest, params) -> None:
     rng = fields.stream(params["seed"], "networks.rest_run", subject, session, run)
-    data, courses, motion = networks.rest_run(rest, params["volumes"], params["tr_s"], rng)
+    data, courses, motion = networks.rest_run(rest, params["volumes"], params["tr_s"], rng,
+                                              coupling=params["dmn_coupling"])
     series = np.zeros((*space.shape, params["volumes"]), np.int16, order="F")
     series[liberal] = data
     # generated at the true TR (params["tr_s"]); the header says what NSD's says
