@@ -163,7 +163,11 @@ def test_rule_resources_are_per_subject_and_grow_on_retry():
     assert res["mem_mb"](wc6, 1) >= res["mem_mb"](wc7, 1)
     assert res["mem_mb"](wc6, 2) >= 1.5 * res["mem_mb"](wc6, 1)
     assert res["runtime"](wc6, 2) == 2 * res["runtime"](wc6, 1)
-    assert resources.rule_threads(config, "register_to_mni") == 2
+    # one ITK thread by default (reproducible registrations), more when configured
+    assert resources.rule_threads(config, "register_to_mni") == 1
+    config["registration"]["threads"] = 4
+    assert resources.rule_threads(config, "register_to_mni") == 4
+    config["registration"]["threads"] = 1
     # a rule without a sub wildcard gets the largest subject's request
     assert res["mem_mb"](SimpleNamespace(), 1) == res["mem_mb"](wc6, 1)
     train = resources.rule_resources(config, "train_model")

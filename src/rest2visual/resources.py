@@ -179,12 +179,14 @@ def mni_template(config: dict, subject: int | None = None) -> Request:
 def register_to_mni(config: dict, subject: int | None = None) -> Request:
     """Basis: 2 s + 52 µs per MNI voxel (ANTs' affine stage) + 0.69 µs per voxel-iteration
     of SyN, whose level i of L runs at shrink 2^(L-1-i) (G / 8^(L-1-i) voxels); memory
-    300 MiB + 380 B per MNI voxel. Threads: 2 ITK threads (CPU time / 2 as wall time)."""
+    300 MiB + 380 B per MNI voxel. Threads: ``registration.threads`` ITK threads (1 by
+    default, for bitwise-reproducible registrations; wall time = CPU time / threads)."""
     g = sizes(config).mni_voxels
     its = config["registration"]["iterations"]
     levels = len(its)
     syn = sum(n * g / 8 ** (levels - 1 - i) for i, n in enumerate(its))
-    return _request(2.0 + 5.2e-5 * g + 6.9e-7 * syn, 300 * MIB + 380 * g, threads=2)
+    return _request(2.0 + 5.2e-5 * g + 6.9e-7 * syn, 300 * MIB + 380 * g,
+                    threads=int(config["registration"].get("threads", 1)))
 
 
 def rest_to_mni(config: dict, subject: int | None = None) -> Request:

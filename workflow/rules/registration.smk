@@ -81,6 +81,11 @@ rule crosscheck_registration:
     params:
         res=RES,
     threads: 1
+    # not in resources.py's measured estimates: NSD's 1 mm coordinate map (87 MB) and the
+    # composed field are read whole; generous fixed requests for a cluster
+    resources:
+        mem_mb=4000,
+        runtime=15,
     log:
         log("registration", "crosscheck_sub-{sub}"),
     conda:
@@ -102,6 +107,9 @@ rule crosscheck_table:
             category="1 Registration",
         ),
         md=f"results/registration/crosscheck_res-{RES}_ants-vs-nsd.md",
+    resources:
+        mem_mb=1000,
+        runtime=5,
     log:
         log("registration", "crosscheck_table"),
     conda:
