@@ -17,7 +17,8 @@ from sklearn.preprocessing import StandardScaler
 from rest2visual.checks import InputError
 from rest2visual.evaluate import ridge
 from rest2visual.evaluate.baselines import (
-    group_mean_baseline, pixel_features, random_baseline, resting_baseline, ridge_encoding_baseline,
+    group_mean_baseline, noise_images, noise_maps, pixel_features, random_baseline, resting_baseline,
+    ridge_encoding_baseline,
 )
 from rest2visual.evaluate.decoding import decoding_probe, identification
 from rest2visual.evaluate.metrics import pearson_voxels
@@ -68,6 +69,47 @@ def test_group_mean_baseline(rng, tmp_path, monkeypatch):
                                    betas.astype(np.float64).mean(axis=0), rtol=1e-6)
     with pytest.raises(InputError, match="outside"):
         group_mean_baseline(betas, 2, np.array([30]))
+
+
+def test_noise_images_are_gaussian_with_the_image_sets_channel_moments(rng, monkeypatch):
+    """The noise-image ablation: N(mean_c, sd_c) per RGB channel of the images, i.i.d. per pixel,
+    rounded and clipped to 0..255 (the paper: Gaussian noise)."""
+    from scipy import stats
+
+    from rest2visual.evaluate import baselines
+
+    # images with distinct channel levels and contrasts, and spatial structure
+    ramp = np.linspace(0, 1, 48)[None, :, None, None] * np.ones((6, 48, 48, 3))
+    images = np.clip(np.rint([20, 60, 100] + ramp * [120, 150, 90] + rng.normal(0, 5, ramp.shape)),
+                     0, 255).astype(np.uint8)
+    monkeypatch.setattr(baselines, "_IMAGES_PER_DRAW", 4)  # several draws
+    noise = noise_images(images, np.random.default_rng(0))
+    assert noise.shape == images.shape and noise.dtype == np.uint8
+    np.testing.assert_array_equal(noise, noise_images(images, np.random.default_rng(0)))
+    pixels, drawn = images.reshape(-1, 3).astype(float), noise.reshape(-1, 3).astype(float)
+    np.testing.assert_allclose(drawn.mean(axis=0), pixels.mean(axis=0), atol=1.5)  # ≈ 5 SE
+    np.testing.assert_allclose(drawn.std(axis=0), pixels.std(axis=0), rtol=0.03)
+    for c in range(3):  # normal, not uniform: Kolmogorov–Smirnov against N(mean_c, sd_c)
+        z = (drawn[:, c] - pixels[:, c].mean()) / pixels[:, c].std()
+        assert stats.kstest(z, "norm").statistic < 0.02
+        assert stats.kstest(z, "uniform", args=(-np.sqrt(3), 2 * np.sqrt(3))).statistic > 0.05
+    # no spatial structure left: neighbouring pixels are uncorrelated
+    assert abs(np.corrcoef(noise[:, :, :-1, 0].ravel(), noise[:, :, 1:, 0].ravel())[0, 1]) < 0.03
+    # clipped to the valid range: a saturated channel stays within 0..255
+    bright = np.full((2, 20, 20, 3), 250, np.uint8)
+    bright[..., 0] = rng.integers(200, 256, (2, 20, 20))
+    assert noise_images(bright, rng)[..., 0].max() == 255
+    with pytest.raises(InputError, match="uint8 RGB"):
+        noise_images(images.astype(np.float32), rng)
+
+
+def test_noise_maps_keep_each_maps_mean_and_sd(rng):
+    maps = rng.normal(size=(3, 5000)) * [[1.0], [4.0], [0.5]] + [[0.0], [10.0], [-2.0]]
+    noise = noise_maps(maps, np.random.default_rng(1))
+    assert noise.shape == maps.shape and noise.dtype == np.float32
+    np.testing.assert_allclose(noise.mean(axis=1), maps.mean(axis=1), atol=0.1)
+    np.testing.assert_allclose(noise.std(axis=1), maps.std(axis=1), rtol=0.03)
+    assert max(abs(np.corrcoef(a, b)[0, 1]) for a, b in zip(noise, maps)) < 0.05
 
 
 def test_pixel_features():

@@ -29,6 +29,7 @@ IMAGE_SIZE = 16
 TINY_MODEL = {"widths": [4, 8], "groups": 4, "embed_dim": 8}
 SUBJECTS, SESSIONS, TRIALS = (1, 2, 3), (21, 22), 20
 N_IMAGES, N_SHARED = 36, 12
+N_HELD_OUT_SHARED = 4  # shared images in every subject's test rows
 OUTPUTS = ("scores.csv", "predictions.h5", "snr_cnr.csv", "intersubject.csv", "decoding.csv",
            "noise_ceiling.csv", "table1.csv", "table1.md", "table3.csv", "table3.md",
            "comparisons.csv", "comparisons.md", "meta.json")
@@ -92,6 +93,11 @@ def write_world(root: Path) -> dict:
         writer.finish(np.zeros((0, 3)))
     splits = make_splits(trials, seed=0, n_test=18, val_fraction=0.2)
     write_splits(splits, root / "splits")
+    # as in the paper's test set, a few shared images are held out for every subject, so that
+    # Fig. 4 (inter-subject) has held-out images to show
+    paper = pd.read_csv(root / "splits" / "paper.csv")
+    paper.loc[paper["nsd_id"] < N_HELD_OUT_SHARED, "split"] = "test"
+    paper.to_csv(root / "splits" / "paper.csv", index=False)
     atlas_path = root / "atlas.nii.gz"
     nib.save(nib.Nifti1Image(toy_atlas_labels(mask), AFFINE), atlas_path)
     torch.manual_seed(0)
@@ -157,7 +163,7 @@ def test_evaluate_writes_every_output(world):
     assert decoding["two_way"].between(0, 1).all()
     snr = pd.read_csv(out / "snr_cnr.csv")
     assert set(snr["source"]) == {run.MEASURED, *run.METHODS.values()}
-    assert set(snr["metric"]) == {"snr", "cnr"}
+    assert set(snr["metric"]) == {"snr", "cnr", "cnr_sd"}
     others = snr[snr["source"] != run.MODEL]
     assert others["p_vs_rest2visual"].between(0, 1).all()
     nc = pd.read_csv(out / "noise_ceiling.csv")
@@ -174,6 +180,50 @@ def test_table1_rows_and_markdown(world):
     assert "| Rest2Visual" in text and "Pearson (FB)" in text and "SSIM (VC)" in text
     table3 = pd.read_csv(world["out"] / "table3.csv")
     assert set(table3["roi"]) == {"V1", "V2", "V3", "V4", "V5"}
+    # Table 3 in full: Pearson, RSA and SSIM per visual area, for every method
+    per_cell = table3.groupby(["method", "roi"])["metric"].agg(frozenset)
+    assert len(per_cell) == len(run.METHODS) * 5
+    full = frozenset({"pearson", "rsa", "ssim"})
+    # RSA is NaN (not shown) only for the group mean: one pattern for every trial
+    assert set(per_cell[per_cell != full].index.get_level_values(0)) == {"Group mean"}
+    assert (per_cell[per_cell != full] == full - {"rsa"}).all()
+    text = (world["out"] / "table3.md").read_text()
+    assert "| Rest2Visual, SSIM" in text and "| Rest2Visual, RSA" in text and "| V5" in text
+
+
+def test_region_scores_equal_independent_implementations(world, tmp_path):
+    """scores.csv on the evaluation's own arrays (the Random baseline, FB, VC and each visual
+    area): Pearson and RSA = scipy, SSIM = skimage; and, under the one SSIM convention, the
+    Random baseline sits at chance (≈ 0) in every region."""
+    from scipy import stats
+    from scipy.spatial.distance import pdist
+    from skimage.metrics import structural_similarity
+
+    from rest2visual.evaluate import baselines
+
+    ev = run.load_evaluation(run._parser().parse_args(evaluate_args(world, tmp_path)))
+    true = ev.measured.astype(np.float64)  # the same numbers, compared in float64
+    pred = baselines.random_baseline(*true.shape, seed=ev.seed).astype(np.float64)
+    scores = pd.read_csv(world["out"] / "scores.csv")
+    scores = scores[scores["method"] == "Random"]
+    grid = ev.pack.grid
+    for region in ("FB", "VC", "V1", "V2", "V3", "V4", "V5"):
+        sel = ev.regions[region]
+        mine = scores[scores["region"] == region].set_index(["metric", "row"])["value"]
+        r = [stats.pearsonr(p[sel], t[sel]).statistic for p, t in zip(pred, true)]
+        np.testing.assert_allclose(mine["pearson"].loc[ev.test], r, atol=1e-9)
+        rsa = stats.pearsonr(pdist(pred[:, sel], "correlation"), pdist(true[:, sel], "correlation")).statistic
+        assert mine["rsa"].item() == pytest.approx(rsa, abs=1e-9)
+        region_vol = grid.to_volume(sel)
+        ssim = []
+        for p, t in zip(pred, true):
+            pv, tv = np.zeros(grid.shape), np.zeros(grid.shape)
+            pv[region_vol], tv[region_vol] = stats.zscore(p[sel]), stats.zscore(t[sel])
+            _, full = structural_similarity(pv, tv, win_size=5, data_range=tv.max() - tv.min(),
+                                            channel_axis=None, full=True)
+            ssim.append(full[region_vol].mean())
+        np.testing.assert_allclose(mine["ssim"].loc[ev.test], ssim, atol=1e-6)
+        assert abs(np.mean(ssim)) < 0.1, (region, np.mean(ssim))  # chance, in every region
 
 
 def test_predictions_are_the_predict_path(world, tmp_path):
@@ -239,6 +289,42 @@ def test_only_test_rows_are_scored(world, tmp_path):
     changed = ev.scores(run.MODEL, ev.predict(ev.test))
     model_ref = reference[reference["method"] == run.MODEL].reset_index(drop=True)
     assert not np.allclose(changed["value"], model_ref["value"], equal_nan=True)
+
+
+def test_figure4_rows_are_test_rows(world, tmp_path):
+    """Fig. 4 (inter-subject) is computed on held-out rows only; without an image that every
+    test subject saw it draws nothing and says so, never falling back to training rows."""
+    import json
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from rest2visual.checks import InputError
+    from rest2visual.figures.intersubject import NO_HELD_OUT, plot_intersubject
+
+    rows = np.asarray(json.loads((world["out"] / "meta.json").read_text())["intersubject_rows"])
+    with h5py.File(world["out"] / "predictions.h5") as h5:
+        evaluated = h5["rows"][()]  # the evaluation's test rows
+    assert len(rows) and np.isin(rows, evaluated).all()
+    trials = world["trials"].loc[rows]
+    assert trials["nsd_id"].nunique() == N_HELD_OUT_SHARED
+    assert (trials.groupby("nsd_id")["subject"].nunique() == len(SUBJECTS)).all()
+    isc = pd.read_csv(world["out"] / "intersubject.csv")
+    assert len(isc) and (isc["rows"] == "test").all() and (isc["n_images"] == N_HELD_OUT_SHARED).all()
+
+    ev = run.load_evaluation(run._parser().parse_args(evaluate_args(world, tmp_path)))
+    assert np.array_equal(run.held_out_isc_rows(ev, world["shared"], 3, 125), rows)
+    with pytest.raises(InputError, match="not test rows"):
+        run.intersubject_table(ev, ev.train[:4])
+    # one test subject (as in the unseen-subject protocol): no held-out shared images, no figure
+    one = dataclasses.replace(ev, test=ev.test[world["trials"].loc[ev.test, "subject"].to_numpy() == 1])
+    assert len(run.held_out_isc_rows(one, world["shared"], 1, 125)) == 0
+    one.predict = lambda rows, **kw: pytest.fail(f"predicted rows {rows} for an empty analysis")
+    empty = run.intersubject_table(one, run.held_out_isc_rows(one, world["shared"], 1, 125))
+    assert empty.empty and list(empty.columns) == run.ISC_COLUMNS
+    for table in (empty, isc.assign(rows="all-shared")):
+        fig = plot_intersubject(table)
+        assert [t.get_text() for ax in fig.axes for t in ax.texts] == [NO_HELD_OUT]
 
 
 def test_tables_gather_protocols(world, tmp_path):
@@ -372,8 +458,8 @@ def test_figures_render(world, tmp_path):
             "--out-dir", str(tmp_path / "figures")]
     assert make.main(args) == 0
     assert sorted(p.name for p in (tmp_path / "figures").iterdir()) == sorted(make.FIGURES.values())
-    sizes = {"fig1": (13, 8.6), "fig3": (11, 4.2), "fig4": (14, 4.6), "fig5": (12, 6.2), "fig6": (7.5, 10.4),
-             "training": (10, 3.8)}
+    sizes = {"fig1": (13, 8.6), "fig3": (16.5, 4.2), "fig4": (14, 4.6), "fig5": (12, 6.2),
+             "fig6": (7.5, 10.4), "training": (10, 3.8)}
     for key, name in make.FIGURES.items():
         path = tmp_path / "figures" / name
         assert path.is_file() and path.stat().st_size > 10_000, name

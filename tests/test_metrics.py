@@ -166,9 +166,10 @@ def test_ssim_rows_matches_skimage_on_scattered_zscored_volumes(rng, grid):
                                                    full=True)
                 expected.append(mean)
                 expected_in_region.append(full[region_vol].mean())
-            np.testing.assert_allclose(ssim_rows(pred, true, grid, region=region, batch=2), expected,
-                                       atol=1e-6)
-            np.testing.assert_allclose(ssim_rows(pred, true, grid, region=region, over_region=True),
+            np.testing.assert_allclose(ssim_rows(pred, true, grid, region=region, batch=2, over_region=False),
+                                       expected, atol=1e-6)
+            # the project's one convention (the default): the mean over the region's voxels
+            np.testing.assert_allclose(ssim_rows(pred, true, grid, region=region, batch=2),
                                        expected_in_region, atol=1e-6)
 
 
@@ -188,22 +189,71 @@ def test_rdm_and_rsa_match_double_loop(rng, grid, monkeypatch):
     assert np.isnan(rsa(same_pattern, rng.normal(size=(5, 40))))
 
 
-def test_per_roi_matches_loop(rng, grid):
+def _ssim_over_region(p, t, grid, sel, win_size=7):
+    """skimage's SSIM map of the region's z-scored maps (0 elsewhere), averaged over the region."""
+    region_vol = grid.to_volume(sel)
+    pv, tv = np.zeros(grid.shape), np.zeros(grid.shape)
+    pv[region_vol], tv[region_vol] = stats.zscore(p[sel]), stats.zscore(t[sel])
+    _, full = structural_similarity(pv, tv, data_range=tv.max() - tv.min(), win_size=win_size,
+                                    channel_axis=None, full=True)
+    return full[region_vol].mean()
+
+
+def test_per_roi_matches_independent_implementations(rng, grid):
+    """Table 3's metrics per ROI: Pearson and RSA = scipy, SSIM = skimage, on the same arrays."""
+    from scipy.spatial.distance import pdist
+
     pred, true = pairs(rng, grid, n=5)[1]
     labels = rng.integers(0, 6, grid.n_voxels)
     labels[labels == 5] = 0
-    labels[0] = 5  # a one-voxel V5: reported as NaN, not an error
-    table = per_roi(pred, true, labels)
-    assert list(table["roi"]) == ["V1", "V2", "V3", "V4", "V5"]
+    labels[0] = 5  # a one-voxel V5: left out, not an error
+    table = per_roi(pred, true, labels, grid=grid, win_size=5, labels_columns={"method": "m"})
+    assert list(table.columns) == ["method", "region", "metric", "sample", "value"]
+    assert list(pd.unique(table["region"])) == ["V1", "V2", "V3", "V4"]
     for label in range(1, 5):
         sel = labels == label
+        mine = table[table["region"] == f"V{label}"].set_index(["metric", "sample"])["value"]
         r = [stats.pearsonr(p[sel], t[sel]).statistic for p, t in zip(pred, true)]
-        row = table.iloc[label - 1]
-        assert row["mean"] == pytest.approx(np.mean(r)) and row["std"] == pytest.approx(np.std(r))
-        assert row["n"] == 5 and row["n_voxels"] == sel.sum()
-    assert np.isnan(table.iloc[4]["mean"]) and table.iloc[4]["n"] == 0
+        np.testing.assert_allclose(mine["pearson"].sort_index(), r, atol=1e-12)
+        # RSA: Pearson of the condensed correlation-distance RDMs (scipy's pdist)
+        expected_rsa = stats.pearsonr(pdist(pred[:, sel], "correlation"),
+                                      pdist(true[:, sel], "correlation")).statistic
+        assert mine["rsa"].item() == pytest.approx(expected_rsa, abs=1e-12)
+        ssim = [_ssim_over_region(p, t, grid, sel, win_size=5) for p, t in zip(pred, true)]
+        np.testing.assert_allclose(mine["ssim"].sort_index(), ssim, atol=1e-6)
+    assert per_roi(pred, true, labels)["metric"].isin(["pearson", "mae", "rsa"]).all()  # no grid: no SSIM
     with pytest.raises(InputError, match="labels"):
         per_roi(pred, true, labels[:-1])
+
+
+def test_ssim_convention_random_baseline_at_chance_in_every_region(rng, grid):
+    """One SSIM convention: the Random baseline sits at chance (≈ 0) in the full brain, a
+    small region and a tiny one alike. The whole-volume mean (the paper's full-brain value)
+    would instead read 1 − (the region's share of the volume): near 1 for a small region."""
+    from rest2visual.evaluate.baselines import random_baseline
+
+    x, y, z = np.meshgrid(*(np.linspace(-1, 1, 26),) * 3, indexing="ij")
+    grid = MaskedGrid(x**2 + y**2 + z**2 < 0.8, np.diag([4.0, 4.0, 4.0, 1.0]))  # a bigger toy brain
+    true = smooth_maps(rng, grid, 6)
+    pred = random_baseline(*true.shape, seed=3)
+    ijk = np.argwhere(grid.mask)
+    regions = {"FB": np.ones(grid.n_voxels, bool),
+               "half": ijk[:, 1] < 13,
+               "blob": np.sum((ijk - [13, 13, 13]) ** 2, axis=1) <= 5}
+    chance = {}
+    for name, sel in regions.items():
+        chance[name] = ssim_rows(pred, true, grid, region=sel).mean()
+        whole = ssim_rows(pred, true, grid, region=sel, over_region=False).mean()
+        assert abs(chance[name]) < 0.1, (name, chance[name])
+        assert np.mean([_ssim_over_region(p, t, grid, sel) for p, t in zip(pred, true)]) == pytest.approx(
+            chance[name], abs=1e-6)
+        if name == "blob":
+            assert whole > 0.8  # why not the whole volume: a small region is mostly background
+    assert np.ptp(list(chance.values())) < 0.1
+    # and a good prediction is far above chance under the same convention
+    good = ssim_rows(true + 0.5 * true.std() * rng.normal(size=true.shape), true, grid,
+                     region=regions["half"]).mean()
+    assert good > chance["half"] + 0.3
 
 
 def test_region_scores_layout(rng, grid):
@@ -220,22 +270,34 @@ def test_region_scores_layout(rng, grid):
 # ---------------------------------------------------------------- SNR / CNR / t-test
 
 def test_snr_cnr_by_hand():
+    from rest2visual.evaluate.stats import signal_quality
+
     # one map of 6 voxels; z-scoring over all six first
     x = np.array([[4.0, 6.0, 8.0, 0.0, 1.0, -1.0]])
     roi = np.array([True, True, True, False, False, False])
     z = (x - x.mean()) / x.std()
     roi_mean, roi_std, bg_mean = z[0, :3].mean(), z[0, :3].std(), z[0, 3:].mean()
     assert snr(x, roi)[0] == pytest.approx(roi_mean / roi_std)
-    assert cnr(x, roi)[0] == pytest.approx((roi_mean - bg_mean) / roi_std)
+    assert cnr(x, roi, spread="sd")[0] == pytest.approx((roi_mean - bg_mean) / roi_std)
+    # the paper's CNR (the default) divides by the ROI variance
+    assert cnr(x, roi)[0] == pytest.approx((roi_mean - bg_mean) / roi_std**2)
     # by hand: mean 3, sd sqrt(9.6667) → roi z = (1,3,5)/3.1091..., bg z = (-3,-2,-4)/3.1091...
     sd = np.sqrt(np.mean((x - 3) ** 2))
     assert snr(x, roi)[0] == pytest.approx((3 / sd) / (np.std([1, 3, 5]) / sd))  # = 3 / 1.633 = 1.837
-    assert cnr(x, roi)[0] == pytest.approx((3 - -3) / np.std([1, 3, 5]))
+    assert cnr(x, roi, spread="sd")[0] == pytest.approx((3 - -3) / np.std([1, 3, 5]))
+    assert cnr(x, roi)[0] == pytest.approx((6 / sd) / (np.var([1, 3, 5]) / sd**2))  # = 6·sd / (8/3)
+    both = signal_quality(x, roi)
+    assert set(both) == {"snr", "cnr", "cnr_sd"}
+    for key, value in (("snr", snr(x, roi)), ("cnr", cnr(x, roi)), ("cnr_sd", cnr(x, roi, spread="sd"))):
+        np.testing.assert_allclose(both[key], value)
     # sign: an ROI below the background gives negative CNR; scale and offset do not matter
-    assert cnr(-x, roi)[0] < 0
+    assert cnr(-x, roi)[0] < 0 and cnr(-x, roi, spread="sd")[0] < 0
     assert snr(10 * x + 7, roi)[0] == pytest.approx(snr(x, roi)[0])
+    assert cnr(10 * x + 7, roi)[0] == pytest.approx(cnr(x, roi)[0])
     with pytest.raises(InputError, match="boolean"):
         snr(x, roi[:5])
+    with pytest.raises(InputError, match="spread"):
+        cnr(x, roi, spread="std")
 
 
 def test_ttest_two_sided(rng):
@@ -364,10 +426,18 @@ def test_table1_csv_and_markdown(rng, tmp_path):
 
 
 def test_table3_and_table4(rng, tmp_path):
-    roi = pd.DataFrame({"method": "Rest2Visual", "roi": ["V1", "V2"], "metric": "pearson",
-                        "mean": [0.6, 0.62], "std": [0.1, 0.2], "n": [10, 10], "n_voxels": [50, 40]})
+    roi = pd.DataFrame({"method": "Rest2Visual", "roi": ["V1", "V2", "V1", "V2", "V1", "V2"],
+                        "metric": ["pearson", "pearson", "ssim", "ssim", "rsa", "rsa"],
+                        "mean": [0.6, 0.62, 0.5, 0.4, 0.8, 0.7], "std": [0.1, 0.2, 0.05, 0.06, 0, 0],
+                        "n": [10, 10, 10, 10, 1, 1]})
     write_table3(roi, tmp_path / "t3.csv", tmp_path / "t3.md")
-    assert "| Rest2Visual | 0.600 ± 0.100 | 0.620 ± 0.200 |" in (tmp_path / "t3.md").read_text()
+    md = (tmp_path / "t3.md").read_text()
+    lines = [line for line in md.splitlines() if line.startswith("| Rest2Visual")]
+    # one row per (method, metric) in the paper's order, one column per ROI
+    assert lines == ["| Rest2Visual, Pearson | 0.600 ± 0.100 | 0.620 ± 0.200 |",
+                     "| Rest2Visual, RSA     | 0.800         | 0.700         |",
+                     "| Rest2Visual, SSIM    | 0.500 ± 0.050 | 0.400 ± 0.060 |"]
+    assert metrics.SSIM_CONVENTION in md  # the caption states the SSIM convention
     scores = _scores(rng).query("method == 'Rest2Visual'").drop(columns="method")
     scores = pd.concat([scores.assign(protocol=p) for p in ("paper", "unseen-stimulus")])
     write_table4(scores, tmp_path / "t4.csv", tmp_path / "t4.md")

@@ -12,7 +12,8 @@ grid and voxels as the measured betas, ready for the metrics:
   encoding model, which knows the image but not the subject's rest map.
 
 The two noise ablations (noise rest input, noise image input) come from the
-model's own predict code and are scored like any method.
+model's own predict code, fed :func:`noise_maps` or :func:`noise_images` in
+place of the rest maps or the images, and are scored like any method.
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ from rest2visual.evaluate.ridge import DEFAULT_ALPHAS, RidgeFit, fit_ridge_cv
 
 #: training rows read at once by group_mean_baseline
 _ROWS_PER_READ = 1024
+#: noise images drawn at once (float32 temporaries of this many images)
+_IMAGES_PER_DRAW = 64
 
 
 def random_baseline(n: int, v: int, seed: int = 0) -> np.ndarray:
@@ -78,6 +81,44 @@ def group_mean_baseline(train_betas, n_test: int, rows=None) -> np.ndarray:
         total += betas.sum(axis=0, dtype=np.float64)
     mean_map = (total / rows.size).astype(np.float32)
     return np.broadcast_to(mean_map, (int(n_test), n_voxels))
+
+
+def noise_maps(maps, rng: np.random.Generator) -> np.ndarray:
+    """Gaussian noise in place of each map: (N, V) float32, row i i.i.d. N(mean_i, sd_i²).
+
+    ``maps``: (N, V) in-mask vectors (the rest z-maps of the noise-rest
+    ablation); mean_i and sd_i (ddof=0) are row i's over its V voxels, so the
+    noise keeps each map's level and spread but none of its pattern.
+    """
+    maps = as_finite(maps, "noise_maps: maps")
+    noise = rng.standard_normal(maps.shape, dtype=np.float32)
+    return (noise * maps.std(axis=1, keepdims=True) + maps.mean(axis=1, keepdims=True)).astype(np.float32)
+
+
+def noise_images(images, rng: np.random.Generator) -> np.ndarray:
+    """Gaussian-noise images like ``images`` (the paper's noise-image ablation): (N, H, W, 3) uint8.
+
+    Every pixel and channel c is drawn i.i.d. from N(mean_c, sd_c²), mean_c and
+    sd_c (ddof=0) being channel c's over all pixels of ``images`` (the test
+    images the noise replaces; uint8, 0–255), then rounded and clipped to 0–255.
+    The noise thus has the image set's colour and contrast per channel but no
+    spatial structure.
+    """
+    images = np.asarray(images)
+    if images.ndim != 4 or images.shape[-1] != 3 or images.dtype != np.uint8 or images.size == 0:
+        raise InputError(f"noise_images: expected (N, H, W, 3) uint8 RGB images, got {images.dtype} "
+                         f"{images.shape}")
+    # exact moments from each channel's histogram of 0..255: no float copy of the images
+    levels = np.arange(256, dtype=np.float64)
+    counts = np.stack([np.bincount(images[..., c].ravel(), minlength=256) for c in range(3)])
+    mean = counts @ levels / counts.sum(axis=1)
+    sd = np.sqrt(np.maximum(counts @ levels**2 / counts.sum(axis=1) - mean**2, 0))
+    out = np.empty_like(images)
+    for start in range(0, len(images), _IMAGES_PER_DRAW):
+        block = out[start:start + _IMAGES_PER_DRAW]
+        noise = rng.standard_normal(block.shape, dtype=np.float32) * sd.astype(np.float32)
+        block[...] = np.clip(np.rint(noise + mean.astype(np.float32)), 0, 255)
+    return out
 
 
 def pixel_features(images, size: int = 16) -> np.ndarray:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from rest2visual.checks import InputError
 from rest2visual.dataset.splits import split_rows
 from rest2visual.evaluate import decoding, intersubject, stats
 from rest2visual.evaluate.blocks import read_rows
@@ -16,7 +17,7 @@ from rest2visual.evaluate.names import MEASURED, MODEL
 def snr_cnr_table(values: dict[str, dict[str, np.ndarray]]) -> pd.DataFrame:
     """Mean, SD, SEM of SNR and CNR per source, and the paired two-sided t-test vs Rest2Visual.
 
-    ``values``: source → {'snr': (N,), 'cnr': (N,)} over the same test rows;
+    ``values``: source → {metric: (N,)} (``stats.signal_quality``) over the same test rows;
     t > 0 when Rest2Visual's mean is the higher one.
     """
     records = []
@@ -34,23 +35,24 @@ def snr_cnr_table(values: dict[str, dict[str, np.ndarray]]) -> pd.DataFrame:
     return pd.DataFrame.from_records(records)
 
 
-def isc_rows(ev: Evaluation, shared_csv, min_images: int, max_images: int) -> tuple[np.ndarray, str]:
-    """Rows for the inter-subject analysis and their source ('test', 'all-shared' or 'none').
+def held_out_isc_rows(ev: Evaluation, shared_csv, min_images: int, max_images: int) -> np.ndarray:
+    """Test rows for the inter-subject analysis (Fig. 4): never a training or validation row.
 
-    Shared test rows when at least ``min_images`` images were seen in them by
-    every test subject (≥ 2 subjects), else all shared rows; at most
-    ``max_images`` images (the lowest nsd ids; the paper used 125).
+    The shared test rows of the images that every test subject (≥ 2) saw in
+    the test rows, at most ``max_images`` images (the lowest nsd ids; the paper
+    used 125). Empty when fewer than ``min_images`` such images exist (e.g. the
+    unseen-subject protocol, one test subject): Fig. 4 then says so rather than
+    drawing in-sample numbers.
     """
-    shared = split_rows(ev.trials, shared_csv, "shared")
-    for rows, source in ((np.intersect1d(shared, ev.test), "test"), (shared, "all-shared")):
-        t = ev.trials.loc[rows]
-        if t["subject"].nunique() < 2:
-            continue
-        seen_by = t.groupby("nsd_id")["subject"].nunique()
-        complete = seen_by.index[seen_by == t["subject"].nunique()][:max_images]
-        if len(complete) >= min_images or (source == "all-shared" and len(complete) >= 1):
-            return rows[t["nsd_id"].isin(complete).to_numpy()], source
-    return np.zeros(0, np.int64), "none"
+    rows = np.intersect1d(split_rows(ev.trials, shared_csv, "shared"), ev.test)
+    t = ev.trials.loc[rows]
+    if t["subject"].nunique() < 2:
+        return np.zeros(0, np.int64)
+    seen_by = t.groupby("nsd_id")["subject"].nunique()
+    complete = seen_by.index[seen_by == t["subject"].nunique()][:max_images]
+    if len(complete) < max(1, min_images):
+        return np.zeros(0, np.int64)
+    return rows[t["nsd_id"].isin(complete).to_numpy()]
 
 
 def mean_by_subject_image(x: np.ndarray, subjects, nsd_ids) -> dict[int, np.ndarray]:
@@ -66,16 +68,20 @@ def mean_by_subject_image(x: np.ndarray, subjects, nsd_ids) -> dict[int, np.ndar
 ISC_COLUMNS = ["region", "kind", "row_subject", "col_subject", "value", "diagonality", "n_images", "rows"]
 
 
-def intersubject_table(ev: Evaluation, shared_csv, min_images: int = 5,
-                       max_images: int = 125) -> pd.DataFrame:
+def intersubject_table(ev: Evaluation, rows) -> pd.DataFrame:
     """ISC matrices (pred vs meas, pred vs pred, meas vs meas) on FB and VC, long format.
 
-    Each subject's maps are averaged over the repeats of each image first.
-    ``kind`` pred_vs_meas is M[a, b] = corr(prediction from a's rest map,
-    b's measurement), the subject-specificity test; meas_vs_meas has a
-    diagonal of 1 by construction.
+    ``rows``: the pack rows to use (:func:`held_out_isc_rows`), test rows only;
+    none gives an empty table. Each subject's maps are averaged over the
+    repeats of each image first. ``kind`` pred_vs_meas is M[a, b] =
+    corr(prediction from a's rest map, b's measurement), the
+    subject-specificity test; meas_vs_meas has a diagonal of 1 by construction.
     """
-    rows, source = isc_rows(ev, shared_csv, min_images, max_images)
+    rows = np.asarray(rows, dtype=np.int64)
+    outside = np.setdiff1d(rows, ev.test)
+    if len(outside):
+        raise InputError(f"inter-subject analysis: {len(outside)} rows are not test rows "
+                         f"(e.g. {outside[:3].tolist()}); it runs on held-out rows only")
     if len(rows) == 0:
         return pd.DataFrame(columns=ISC_COLUMNS)
     t = ev.trials.loc[rows]
@@ -93,7 +99,7 @@ def intersubject_table(ev: Evaluation, shared_csv, min_images: int = 5,
             long.columns = ["row_subject", "col_subject", "value"]
             frames.append(long.assign(region=region, kind=kind,
                                       diagonality=intersubject.diagonality_index(m.to_numpy()),
-                                      n_images=t["nsd_id"].nunique(), rows=source))
+                                      n_images=t["nsd_id"].nunique(), rows="test"))
     return pd.concat(frames, ignore_index=True)[ISC_COLUMNS]
 
 

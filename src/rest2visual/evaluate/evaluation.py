@@ -110,33 +110,23 @@ class Evaluation:
         self.meta["ridge_alpha_at_grid_edges"] = fit.edge_fraction
         yield "ridge", ridge
         images = images_of(self.pack, test["image_row"].to_numpy())
-        noise_images = rng.integers(0, 256, images.shape, dtype=np.uint8)
-        yield "noise_image", self.predict(self.test, rest=rest, images=noise_images)
-        noise_rest = (rng.standard_normal(rest.shape, dtype=np.float32) * rest.std(axis=1, keepdims=True)
-                      + rest.mean(axis=1, keepdims=True))
-        yield "noise_rest", self.predict(self.test, rest=noise_rest, images=images)
+        yield "noise_image", self.predict(self.test, rest=rest, images=baselines.noise_images(images, rng))
+        yield "noise_rest", self.predict(self.test, rest=baselines.noise_maps(rest, rng), images=images)
         yield "rest2visual", self.predict(self.test, rest=rest, images=images)
 
     def scores(self, method: str, pred: np.ndarray) -> pd.DataFrame:
-        """Long table: Pearson, MAE, SSIM (per sample) and RSA on FB and VC; Pearson on V1..V5."""
-        frames = []
-        for region in ("FB", "VC"):
-            sel = self.regions[region]
-            part = metrics.region_scores(pred, self.measured, region=sel,
-                                         labels={"method": method, "region": region})
-            # FB: the mean over the whole (cropped) volume, as skimage on masked maps (the paper's
-            # Random FB SSIM of 0.6 implies it); VC: over its voxels, else the zeros around
-            # the small region, equal in both maps, pull every method towards 1
-            ssim = metrics.ssim_rows(pred, self.measured, self.pack.grid, region=sel,
-                                     over_region=region == "VC", win_size=self.ssim_window)
-            frames += [part, pd.DataFrame({"method": method, "region": region, "metric": "ssim",
-                                           "sample": np.arange(len(ssim)), "value": ssim})]
-        for name in metrics.VISUAL_ROIS.values():
-            sel = self.regions[name]
-            if sel.sum() >= 2:  # an area can vanish on a coarse grid; Table 3 then shows "–"
-                r = metrics.pearson_rows(pred[:, sel], self.measured[:, sel])
-                frames.append(pd.DataFrame({"method": method, "region": name, "metric": "pearson",
-                                            "sample": np.arange(len(r)), "value": r}))
+        """Long table: Pearson, MAE, SSIM (per sample) and RSA (per set) on FB, VC and V1..V5.
+
+        Every region by the same code and the same SSIM convention
+        (:data:`~rest2visual.evaluate.metrics.SSIM_CONVENTION`); a visual area with
+        fewer than 2 voxels on a coarse grid is left out (Table 3 then shows "–").
+        """
+        grid, win = self.pack.grid, self.ssim_window
+        frames = [metrics.region_scores(pred, self.measured, grid=grid, region=self.regions[region],
+                                        win_size=win, labels={"method": method, "region": region})
+                  for region in ("FB", "VC")]
+        frames.append(metrics.per_roi(pred, self.measured, self.labels, grid=grid, win_size=win,
+                                      labels_columns={"method": method}))
         out = pd.concat(frames, ignore_index=True)
         out.insert(4, "row", np.where(out["sample"] >= 0, self.test[out["sample"].clip(0)], -1))
         return out

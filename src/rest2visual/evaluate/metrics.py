@@ -13,6 +13,16 @@ need a float64 copy of the whole array at once.
 A map that is constant over the region has no z-score: its row becomes NaN
 (as in ``scipy.stats.zscore``) and so do its Pearson, MAE and SSIM; summaries
 report how many samples were finite. Non-finite inputs are an InputError.
+
+SSIM, one convention for every region (:data:`SSIM_CONVENTION`): 3D SSIM of the
+region's z-scored maps placed in the grid with 0 elsewhere, averaged over the
+region's voxels. The paper's full-brain Random SSIM of 0.60 is reproduced by the
+mean over the whole volume instead (background included; ``ssim_rows(...,
+over_region=False)`` gives 0.59 for the Random baseline on the 2 mm grid), but
+that mean tends to 1 for a small region (0.98 for visual cortex, 0.99 for V1;
+the paper's Random visual-cortex value is 0.31). Averaged over the region's
+voxels, chance is ≈ 0.01 in every region, so full brain, visual cortex and
+V1–V5 read on one scale (README, "Metric conventions").
 """
 
 from __future__ import annotations
@@ -33,6 +43,11 @@ _BLOCK_ELEMENTS = 2**24
 
 #: relative spread below which a map counts as constant (float rounding, not signal)
 _CONSTANT_RTOL = 1e-10
+
+#: how SSIM is averaged, for table captions (one convention for every region)
+SSIM_CONVENTION = ("3D SSIM of the region's z-scored maps placed in the MNI grid with 0 elsewhere "
+                   "(cubic window, data range = the measured volume's max − min), averaged over the "
+                   "region's voxels, so chance is ≈ 0 in every region")
 
 # Wang et al. (2004) constants, as skimage's defaults
 _K1, _K2 = 0.01, 0.03
@@ -210,7 +225,7 @@ def ssim3d(
     return float(_cropped_mean(ssim, radius, ((0, n) for n in true_vol.shape), true_vol.shape)[0])
 
 
-def ssim_rows(pred, true, grid, *, region=None, over_region: bool = False, win_size: int = 7,
+def ssim_rows(pred, true, grid, *, region=None, over_region: bool = True, win_size: int = 7,
               gaussian: bool = False, batch: int = 8) -> np.ndarray:
     """(N,) 3D SSIM of each sample, from in-mask vectors on a :class:`~rest2visual.maskvec.MaskedGrid`.
 
@@ -219,9 +234,11 @@ def ssim_rows(pred, true, grid, *, region=None, over_region: bool = False, win_s
     visual cortex); each map is z-scored over the region's voxels and scattered
     into the grid with 0 elsewhere — so voxels outside the region agree
     perfectly, as they do in full-volume SSIM of masked maps. ``data_range`` is
-    each measured volume's max − min. The mean runs over the cropped volume
-    (skimage's convention, the default) or, with ``over_region``, over the
-    region's voxels only. Equal to :func:`ssim3d` on the scattered volumes.
+    each measured volume's max − min. The mean runs over the region's voxels
+    (``over_region``, the default: :data:`SSIM_CONVENTION`) or over the whole
+    volume less skimage's border crop (``over_region=False``; the paper's
+    full-brain convention, which tends to 1 for a small region). Equal to
+    :func:`ssim3d` on the scattered volumes.
 
     Speed: SSIM is exactly 1 wherever both windows are all zero, so only the
     region's bounding box plus two window radii is filtered; the rest of the
@@ -320,15 +337,18 @@ def _cropped_mean(ssim, radius: int, box, grid_shape) -> np.ndarray:
     return (inside + (n_crop - n_trusted)) / n_crop
 
 
-def per_roi(pred, true, labels, names: Mapping[int, str] | None = None) -> pd.DataFrame:
-    """Per-ROI Pearson: each map z-scored within the ROI, correlated per sample.
+def per_roi(pred, true, labels, names: Mapping[int, str] | None = None, *, grid=None,
+            win_size: int = 7, labels_columns: Mapping[str, object] | None = None) -> pd.DataFrame:
+    """Long table of :func:`region_scores` for every visual ROI (the paper's Table 3 and more).
 
     ``labels``: (V,) integer ROI label of every voxel (0 = none), aligned with the
     columns of ``pred``/``true`` (N, V). ``names``: label → ROI name (default
-    V1–V5 = 1–5). Returns one row per ROI: roi, metric ('pearson'), mean, std
-    (over samples, ddof=0), n (finite samples), n_voxels. An ROI with fewer than
-    2 voxels gets NaN statistics rather than an error, so one tiny area at a
-    coarse resolution does not stop the table.
+    V1–V5 = 1–5), which fills the ``region`` column. Each ROI is scored as its
+    own region: maps z-scored within it; Pearson, MAE and SSIM per sample (SSIM
+    only with ``grid``, :data:`SSIM_CONVENTION`) and RSA per set.
+    ``labels_columns`` (e.g. {'method': 'Rest2Visual'}) become leading columns.
+    An ROI with fewer than 2 voxels is left out rather than an error, so one
+    tiny area at a coarse resolution does not stop the table.
     """
     pred, true = check_pair(pred, true, "per_roi")
     labels = np.asarray(labels)
@@ -336,13 +356,11 @@ def per_roi(pred, true, labels, names: Mapping[int, str] | None = None) -> pd.Da
         raise InputError(f"per_roi: labels must have shape ({pred.shape[1]},) like the maps' voxels, "
                          f"got {labels.shape}")
     names = dict(VISUAL_ROIS if names is None else names)
-    records = []
-    for label, name in names.items():
-        in_roi = labels == label
-        n_voxels = int(in_roi.sum())
-        r = pearson_rows(pred[:, in_roi], true[:, in_roi]) if n_voxels >= 2 else np.full(len(pred), np.nan)
-        records.append({"roi": name, "metric": "pearson", **describe(r), "n_voxels": n_voxels})
-    return pd.DataFrame.from_records(records)
+    frames = [region_scores(pred, true, grid=grid, region=labels == label, win_size=win_size,
+                            labels={**(labels_columns or {}), "region": name})
+              for label, name in names.items() if np.count_nonzero(labels == label) >= 2]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(
+        columns=[*(labels_columns or {}), "region", "metric", "sample", "value"])
 
 
 def describe(values) -> dict:
@@ -354,12 +372,13 @@ def describe(values) -> dict:
     return {"mean": float(finite.mean()), "std": float(finite.std()), "n": int(finite.size)}
 
 
-def region_scores(pred, true, *, grid=None, region=None,
+def region_scores(pred, true, *, grid=None, region=None, win_size: int = 7,
                   labels: Mapping[str, object] | None = None) -> pd.DataFrame:
     """Long table of the paper's Table 1 metrics for one method on one evaluation region.
 
     ``pred``/``true``: (N, V) in-mask vectors on ``grid`` (a MaskedGrid; needed
-    for SSIM, which is skipped when ``grid`` is None); ``region``: boolean (V,)
+    for SSIM, which is skipped when ``grid`` is None; SSIM as
+    :data:`SSIM_CONVENTION`, window side ``win_size`` voxels); ``region``: boolean (V,)
     selecting the region's voxels (None = all, the full brain). ``labels``
     (e.g. {'method': 'Rest2Visual', 'region': 'VC'}) become leading columns.
     Returns columns ``*labels, metric, sample, value``: one row per sample for
@@ -370,7 +389,7 @@ def region_scores(pred, true, *, grid=None, region=None,
     p, t = pred[:, sel], true[:, sel]
     per_sample = {"pearson": pearson_rows(p, t), "mae": mae_rows(p, t)}
     if grid is not None:
-        per_sample["ssim"] = ssim_rows(pred, true, grid, region=region)
+        per_sample["ssim"] = ssim_rows(pred, true, grid, region=region, win_size=win_size)
     frames = [pd.DataFrame({"metric": m, "sample": np.arange(len(v)), "value": v})
               for m, v in per_sample.items()]
     if len(p) >= 3:

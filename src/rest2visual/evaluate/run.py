@@ -10,19 +10,23 @@ encoding (image features → voxels, fitted on the train rows; features = the
 model's image embeddings when its encoder is frozen, else 16×16×3 pixels,
 since a trained-from-scratch encoder is part of the model under test);
 noise rest (the model with each rest map replaced by Gaussian noise of that
-map's mean and SD); noise image (the model with uniform-noise pixels).
+map's mean and SD, ``baselines.noise_maps``); noise image (the model with each
+image replaced by Gaussian pixels, N(mean, SD) of the test images per RGB
+channel, rounded and clipped to 0–255, ``baselines.noise_images``).
 
-Regions: FB (the pack's brain mask) and VC (atlas labels 1..5 within it), plus
-V1..V5 for per-ROI Pearson. SSIM is averaged over the whole volume for FB
-(outside the mask both maps are 0) and over the region's voxels for VC.
+Regions: FB (the pack's brain mask), VC (atlas labels 1..5 within it) and each
+of V1..V5; every region gets Pearson, MAE, SSIM and RSA from the same code,
+with one SSIM convention (``metrics.SSIM_CONVENTION``: the SSIM map of the
+region's maps, zero elsewhere, averaged over the region's voxels).
+SNR and CNR in VC: CNR divided by the ROI variance (the paper's, ``cnr``) and
+by the ROI SD (``cnr_sd``).
 Only test rows are scored; train rows fit the
 group mean, and (at most ``--max-fit-rows`` of them) the ridge model and
 the decoding probe; val rows are never read.
-The one exception is the inter-subject analysis: it needs images that every
-subject saw *in the test rows*; when fewer than ``--min-shared-images`` exist
-(the unseen-subject protocol has one test subject), it uses the shared images
-of all rows, predictions included, and says so in ``intersubject.csv``
-(``rows`` column) — those predictions are then partly in-sample.
+The inter-subject analysis (Fig. 4) uses the test rows of images that every
+test subject saw; with fewer than ``--min-shared-images`` such images (e.g. the
+unseen-subject protocol has one test subject) it is left empty, never filled
+from training rows; ``meta.json`` lists the rows it used (``intersubject_rows``).
 
 Outputs in ``--out-dir`` (atomic): scores.csv (long: method, region, metric,
 sample, row, value), predictions.h5 (/rows and /methods/<key> float16),
@@ -47,8 +51,8 @@ import sys
 from rest2visual.dataset.splits import split_rows  # noqa: F401 (re-exported)
 from rest2visual.evaluate.blocks import images_of, read_rows  # noqa: F401 (re-exported)
 from rest2visual.evaluate.builders import (ISC_COLUMNS, decoding_table,  # noqa: F401 (re-exported)
-                                           intersubject_table, isc_rows, mean_by_subject_image,
-                                           snr_cnr_table)
+                                           held_out_isc_rows, intersubject_table,
+                                           mean_by_subject_image, snr_cnr_table)
 from rest2visual.evaluate.evaluation import Evaluation, atlas_labels, load_evaluation  # noqa: F401
 from rest2visual.evaluate.names import MEASURED, METHODS, MODEL  # noqa: F401 (re-exported)
 from rest2visual.evaluate.writers import (evaluate, write_csv,  # noqa: F401 (re-exported)
@@ -73,7 +77,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--ssim-window", type=int, default=schema["ssim_window"],
                    help="SSIM window side, voxels (odd)")
     p.add_argument("--min-shared-images", type=int, default=5,
-                   help="shared test images needed for the inter-subject analysis on test rows")
+                   help="images seen by every test subject, in the test rows, needed for the "
+                        "inter-subject analysis (fewer: none; training rows are never used)")
     p.add_argument("--max-shared-images", type=int, default=125,
                    help="images at most in the inter-subject analysis (the paper: 125)")
     p.add_argument("--max-fit-rows", type=int, default=20000,

@@ -6,10 +6,15 @@ in-mask vectors; ``roi`` and ``background`` are boolean (V,) selections of
 those voxels (e.g. visual cortex and the rest of the brain).
 
 Normalisation: each map is first z-scored over all V voxels it is given (the
-evaluation region, e.g. the full brain). SNR and CNR are ratios, so the
-map's scale cancels, but SNR also depends on the map's offset; z-scoring
+evaluation region, e.g. the full brain). SNR and the usual CNR are ratios, so
+the map's scale cancels, but SNR also depends on the map's offset; z-scoring
 fixes that offset at the region's mean, so SNR reads "how far the ROI's mean
-response lies above the brain's mean, in units of the ROI's spatial SD".
+response lies above the brain's mean, in units of the ROI's spatial SD". The
+paper divides CNR by the ROI's variance instead; that version depends on the
+scale, which z-scoring fixes too. Both are reported, labelled ('cnr': ÷
+variance, the paper's; 'cnr_sd': ÷ SD). On maps z-scored over ROI and
+background together the background mean is −ROI mean × n_roi / n_background,
+so 'cnr_sd' = SNR × (1 + n_roi / n_background): the same test results as SNR.
 """
 
 from __future__ import annotations
@@ -56,23 +61,51 @@ def snr(vectors, roi) -> np.ndarray:
     map constant within the ROI gives ±inf (or NaN when also zero-mean).
     """
     roi_mean, roi_std, _ = _roi_stats(vectors, roi)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return roi_mean / roi_std
+    return _ratio(roi_mean, roi_std)
 
 
-def cnr(vectors, roi, background=None) -> np.ndarray:
-    """(N,) contrast-to-noise ratio: (ROI mean − background mean) / ROI std of each z-scored map.
+#: CNR denominators: the paper's ROI variance, and the ROI SD of the usual definition
+CNR_SPREADS = ("variance", "sd")
 
+
+def cnr(vectors, roi, background=None, *, spread: str = "variance") -> np.ndarray:
+    """(N,) contrast-to-noise ratio of each z-scored map: (ROI mean − background mean) / spread.
+
+    ``spread``: 'variance' — the ROI's variance (ddof=0), as the paper defines
+    CNR — or 'sd' — the ROI's standard deviation, the usual definition. On maps
+    z-scored over the region the ROI's variance is below 1 wherever the ROI is
+    more uniform than the region, so the two differ in scale, not in sign.
     ``background`` defaults to every voxel outside ``roi``. Positive when the
     ROI responds more than the background (the expected sign for visual cortex
     under visual stimulation).
     """
+    if spread not in CNR_SPREADS:
+        raise InputError(f"cnr: spread must be one of {CNR_SPREADS}, got {spread!r}")
     roi = np.asarray(roi)
     if background is None and roi.dtype == bool:
         background = ~roi
     roi_mean, roi_std, bg_mean = _roi_stats(vectors, roi, background)
+    return _contrast(roi_mean, roi_std, bg_mean, spread)
+
+
+def _ratio(a, b) -> np.ndarray:
     with np.errstate(divide="ignore", invalid="ignore"):
-        return (roi_mean - bg_mean) / roi_std
+        return a / b
+
+
+def _contrast(roi_mean, roi_std, bg_mean, spread: str) -> np.ndarray:
+    return _ratio(roi_mean - bg_mean, roi_std**2 if spread == "variance" else roi_std)
+
+
+def signal_quality(vectors, roi) -> dict[str, np.ndarray]:
+    """SNR and both CNRs of (N, V) maps in ``roi`` (background: the rest of the region).
+
+    Returns {'snr', 'cnr' (÷ ROI variance, the paper's), 'cnr_sd' (÷ ROI SD)}, each (N,).
+    """
+    roi = np.asarray(roi)
+    roi_mean, roi_std, bg_mean = _roi_stats(vectors, roi, ~roi if roi.dtype == bool else None)
+    return {"snr": _ratio(roi_mean, roi_std), "cnr": _contrast(roi_mean, roi_std, bg_mean, "variance"),
+            "cnr_sd": _contrast(roi_mean, roi_std, bg_mean, "sd")}
 
 
 def ttest_two_sided(a, b, *, paired: bool) -> tuple[float, float]:

@@ -7,7 +7,8 @@ them to mean, std (ddof=0 over samples) and n per group; the CSV holds that
 tidy summary and the Markdown pivots it into the paper's layout:
 
 - Table 1: method × {Pearson, RSA, MAE, SSIM} for each region (full brain, visual cortex);
-- Table 3: method × ROI (V1–V5) Pearson, from :func:`~rest2visual.evaluate.metrics.per_roi`;
+- Table 3: (method, metric) × ROI (V1–V5) for Pearson, RSA and SSIM, from
+  :func:`~rest2visual.evaluate.metrics.per_roi`;
 - Table 4: generalisation protocol × metrics;
 - comparisons: Rest2Visual minus each other method, per region, with a paired t-test
   (:func:`~rest2visual.evaluate.stats.paired_comparisons`; not in the paper).
@@ -26,11 +27,15 @@ import pandas as pd
 
 from rest2visual.atomic import atomic_path
 from rest2visual.checks import InputError
+from rest2visual.evaluate.metrics import SSIM_CONVENTION
 
 #: display names and the paper's column order of the metrics
-METRIC_NAMES = {"pearson": "Pearson", "rsa": "RSA", "mae": "MAE", "ssim": "SSIM", "snr": "SNR", "cnr": "CNR",
+METRIC_NAMES = {"pearson": "Pearson", "rsa": "RSA", "mae": "MAE", "ssim": "SSIM", "snr": "SNR",
+                "cnr": "CNR (÷ ROI variance)", "cnr_sd": "CNR (÷ ROI SD)",
                 "top1": "top-1", "two_way": "2-way"}
 _METRIC_ORDER = list(METRIC_NAMES)
+#: the metrics of the paper's Table 3, per visual area
+TABLE3_METRICS = ("pearson", "rsa", "ssim")
 
 
 def summarize(scores: pd.DataFrame, by: Sequence[str]) -> pd.DataFrame:
@@ -60,8 +65,12 @@ def _order(values: pd.Series, level: str) -> dict:
     return {v: i for i, v in enumerate(seen)}
 
 
+def _names(key: tuple, levels: Sequence[str]) -> list[str]:
+    return [METRIC_NAMES.get(v, str(v)) if lvl == "metric" else str(v) for lvl, v in zip(levels, key)]
+
+
 def _header(key: tuple, levels: Sequence[str]) -> str:
-    names = [METRIC_NAMES.get(v, str(v)) if lvl == "metric" else str(v) for lvl, v in zip(levels, key)]
+    names = _names(key, levels)
     if "metric" in levels and len(levels) > 1:
         metric = names.pop(list(levels).index("metric"))
         return f"{metric} ({', '.join(names)})"
@@ -88,7 +97,7 @@ def pivot_mean_std(summary: pd.DataFrame, rows: Sequence[str], columns: Sequence
     table = pd.DataFrame(
         [[_format(*cells[(rk, ck)], digits) if (rk, ck) in cells else "" for ck in col_keys]
          for rk in row_keys],
-        index=pd.Index([", ".join(map(str, k)) for k in row_keys], name=", ".join(rows)),
+        index=pd.Index([", ".join(_names(k, rows)) for k in row_keys], name=", ".join(rows)),
         columns=[_header(ck, columns) for ck in col_keys],
     )
     return table
@@ -120,14 +129,21 @@ def write_table1(scores: pd.DataFrame, csv_path, md_path, digits: int = 3) -> pd
     summary = summarize(scores, ["method", "region"])
     write_table(summary, csv_path, md_path, rows=["method"], columns=["region", "metric"], digits=digits,
                 title="Table 1. Prediction accuracy per method "
-                      "(mean ± std over test samples; RSA: one value per set).")
+                      "(mean ± std over test samples; RSA: one value per set). "
+                      f"SSIM: {SSIM_CONVENTION}.")
     return summary
 
 
 def write_table3(roi_summary: pd.DataFrame, csv_path, md_path, digits: int = 3) -> pd.DataFrame:
-    """Table 3 from per-ROI summaries (``per_roi`` output plus a ``method`` column); returns it."""
-    write_table(roi_summary, csv_path, md_path, rows=["method"], columns=["roi"], digits=digits,
-                title="Table 3. Pearson correlation per visual ROI (mean ± std over test samples).")
+    """Table 3 from per-ROI summaries (columns method, roi, metric, mean, std, n; the summary of
+    :func:`~rest2visual.evaluate.metrics.per_roi` scores); returns it.
+
+    Markdown: one row per (method, metric), one column per ROI.
+    """
+    write_table(roi_summary, csv_path, md_path, rows=["method", "metric"], columns=["roi"], digits=digits,
+                title="Table 3. Pearson, RSA and SSIM per visual area, each map z-scored within the "
+                      "area (mean ± std over test samples; RSA: one value per set). "
+                      f"SSIM: {SSIM_CONVENTION}.")
     return roi_summary
 
 

@@ -13,7 +13,8 @@ import pandas as pd
 from rest2visual.atomic import atomic_path
 from rest2visual.checks import InputError
 from rest2visual.evaluate import metrics, stats, tables
-from rest2visual.evaluate.builders import decoding_table, intersubject_table, snr_cnr_table
+from rest2visual.evaluate.builders import (decoding_table, held_out_isc_rows, intersubject_table,
+                                           snr_cnr_table)
 from rest2visual.evaluate.evaluation import Evaluation
 from rest2visual.evaluate.names import (EVALUATION_FILES, MEASURED, METHODS, MODEL,
                                         PROTOCOL_TABLES, TABLES)
@@ -25,12 +26,13 @@ def write_csv(frame: pd.DataFrame, path) -> None:
 
 
 def write_protocol_tables(scores: pd.DataFrame, out_dir) -> None:
-    """Table 1 (FB, VC), Table 3 (V1..V5 Pearson) and the paired comparisons (FB, VC
-    Pearson) of one protocol's scores into ``out_dir``."""
+    """Table 1 (FB, VC), Table 3 (V1..V5: Pearson, RSA, SSIM) and the paired comparisons
+    (FB, VC Pearson) of one protocol's scores into ``out_dir``."""
     out_dir = Path(out_dir)
     files = {t: (out_dir / csv, out_dir / md) for t, (csv, md) in PROTOCOL_TABLES.items()}
     tables.write_table1(scores[scores["region"].isin(["FB", "VC"])], *files["table1"])
-    roi = scores[scores["region"].isin(list(metrics.VISUAL_ROIS.values())) & (scores["metric"] == "pearson")]
+    roi = scores[scores["region"].isin(list(metrics.VISUAL_ROIS.values()))
+                 & scores["metric"].isin(tables.TABLE3_METRICS)]
     summary = tables.summarize(roi, ["method", "region"]).rename(columns={"region": "roi"})
     tables.write_table3(summary, *files["table3"])
     tables.write_comparisons(stats.paired_comparisons(scores, MODEL), *files["comparisons"],
@@ -45,7 +47,7 @@ def evaluate(ev: Evaluation, out_dir, shared_csv, *, min_shared_images: int = 5,
     out_dir = Path(out_dir)
     vc = ev.regions["VC"]
     score_frames, nc_rows, test_vc = [], [], {}
-    signal = {MEASURED: {"snr": stats.snr(ev.measured, vc), "cnr": stats.cnr(ev.measured, vc)}}
+    signal = {MEASURED: stats.signal_quality(ev.measured, vc)}
     names = {key: out_dir / name for key, name in EVALUATION_FILES.items()}
     with atomic_path(names["predictions"]) as tmp, h5py.File(tmp, "w") as h5:
         ev.pack.grid.write_h5(h5)
@@ -57,7 +59,7 @@ def evaluate(ev: Evaluation, out_dir, shared_csv, *, min_shared_images: int = 5,
             ds = group.create_dataset(key, data=pred.astype(np.float16), chunks=(1, pred.shape[1]))
             ds.attrs["name"] = name
             score_frames.append(ev.scores(name, pred))
-            signal[name] = {"snr": stats.snr(pred, vc), "cnr": stats.cnr(pred, vc)}
+            signal[name] = stats.signal_quality(pred, vc)
             nc_rows += ev.noise_normalized(name, pred)
             test_vc[name] = pred[:, vc]
         h5.attrs.update({"model": str(ev.model.path), "seed": ev.seed,
@@ -69,11 +71,13 @@ def evaluate(ev: Evaluation, out_dir, shared_csv, *, min_shared_images: int = 5,
     write_csv(pd.DataFrame.from_records(nc_rows, columns=["method", "region", "subject", "median", "mean",
                                                          "std", "n"]), names["noise_ceiling"])
     write_csv(decoding_table(ev, test_vc), names["decoding"])
-    isc = intersubject_table(ev, shared_csv, min_shared_images, max_shared_images)
+    isc_rows = held_out_isc_rows(ev, shared_csv, min_shared_images, max_shared_images)
+    isc = intersubject_table(ev, isc_rows)
     write_csv(isc, names["intersubject"])
     ev.meta.update({"n_test": len(ev.test), "n_train": len(ev.train), "n_fit": len(ev.fit_rows),
                     "n_voxels": int(len(ev.labels)), "n_voxels_vc": int(vc.sum()),
-                    "intersubject_rows": isc["rows"].iloc[0] if len(isc) else "none",
+                    # the pack rows behind Fig. 4: test rows only, or none
+                    "intersubject_rows": isc_rows.tolist(),
                     "ssim_window": ev.ssim_window, "ridge_alphas": ev.ridge_alphas.tolist()})
     with atomic_path(names["meta"]) as tmp:
         tmp.write_text(json.dumps(ev.meta, indent=2, default=str) + "\n")

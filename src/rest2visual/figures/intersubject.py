@@ -9,7 +9,8 @@ col_subject, value, diagonality, n_images, rows). Panels, for one region:
   test — a bright diagonal means each prediction matches its own subject best.
 
 Each title gives the diagonality index (mean diag − mean off-diag over the
-sum of their absolute values).
+sum of their absolute values). Only held-out (test) rows are drawn: without
+images seen by every test subject the figure says so instead.
 """
 
 from __future__ import annotations
@@ -20,6 +21,10 @@ import pandas as pd
 from rest2visual.checks import InputError
 
 PANELS = {"meas_vs_meas": "measured", "pred_vs_pred": "predicted", "pred_vs_meas": "predicted vs measured"}
+#: what Fig. 4 shows when the test rows hold no image seen by every test subject
+NO_HELD_OUT = ("No inter-subject analysis on held-out data:\nthe test rows hold too few images seen by "
+               "every test subject (see --min-shared-images).\nTraining rows are never used for this "
+               "figure, so no in-sample numbers are drawn.")
 
 
 def isc_matrix(table: pd.DataFrame, region: str, kind: str) -> tuple[pd.DataFrame, float]:
@@ -34,15 +39,15 @@ def isc_matrix(table: pd.DataFrame, region: str, kind: str) -> tuple[pd.DataFram
 def plot_intersubject(table: pd.DataFrame, region: str = "VC"):
     """Three heat maps (measured, predicted, predicted vs measured) of ``region``; returns the figure.
 
-    An empty table (no images seen by ≥ 2 subjects) gives a figure that says so.
+    A table without test rows (``rows`` ≠ 'test', or empty: no test image seen
+    by every test subject) gives a figure that says so, never in-sample numbers.
     """
     import matplotlib.pyplot as plt
 
-    if table.empty:
-        fig, ax = plt.subplots(figsize=(6, 2))
+    if table.empty or not (table["rows"] == "test").all():
+        fig, ax = plt.subplots(figsize=(14, 4.6))
         ax.axis("off")
-        ax.text(0.5, 0.5, "No inter-subject analysis: fewer than 2 subjects saw a common image",
-                ha="center", va="center")
+        ax.text(0.5, 0.5, NO_HELD_OUT, ha="center", va="center", fontsize=11, wrap=True)
         return fig
     fig, axes = plt.subplots(1, 3, figsize=(14, 4.6))
     for ax, (kind, name) in zip(axes, PANELS.items()):
@@ -62,9 +67,7 @@ def plot_intersubject(table: pd.DataFrame, region: str = "VC"):
                         color="white" if abs(v) > 0.6 * limit else "black")
         ax.set_title(f"{name}\ndiagonality index {di:.3f}", fontsize=10)
         fig.colorbar(image, ax=ax, shrink=0.8, label="mean Pearson r over images")
-    first = table.iloc[0]
-    source = "test rows" if first["rows"] == "test" else "all shared rows (predictions partly in-sample)"
-    fig.suptitle(f"Inter-subject correlation in {region}: {int(first['n_images'])} images seen by every "
-                 f"subject, {source}", fontsize=10)
+    fig.suptitle(f"Inter-subject correlation in {region}: {int(table['n_images'].iloc[0])} held-out test "
+                 "images seen by every test subject", fontsize=10)
     fig.tight_layout()
     return fig

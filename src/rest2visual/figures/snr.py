@@ -1,5 +1,7 @@
 """Fig. 3: SNR and CNR in visual cortex per method, mean ± SEM, with significance stars.
 
+Panels: SNR, CNR divided by the ROI variance (the paper's) and CNR divided by
+the ROI SD (the usual definition); see :mod:`rest2visual.evaluate.stats`.
 Input: the evaluation's ``snr_cnr.csv`` (source, metric, mean, sem, n,
 t_vs_rest2visual, p_vs_rest2visual): each bar other than Rest2Visual's
 carries the result of the paired two-sided t-test against Rest2Visual on the
@@ -13,8 +15,11 @@ import pandas as pd
 
 from rest2visual.checks import InputError
 from rest2visual.evaluate.names import MEASURED, MODEL
+from rest2visual.evaluate.tables import METRIC_NAMES
 
 COLUMNS = ("source", "metric", "mean", "sem", "p_vs_rest2visual")
+#: the panels, left to right
+PANEL_METRICS = ("snr", "cnr", "cnr_sd")
 
 
 def stars(p: float) -> str:
@@ -32,7 +37,7 @@ def source_order(sources) -> list[str]:
 
 
 def plot_snr_cnr(table: pd.DataFrame):
-    """Two bar panels (SNR, CNR) of ``snr_cnr.csv``; returns the figure."""
+    """Bar panels (SNR, CNR ÷ variance, CNR ÷ SD) of ``snr_cnr.csv``; returns the figure."""
     import matplotlib.pyplot as plt
 
     missing = [c for c in COLUMNS if c not in table.columns]
@@ -40,8 +45,11 @@ def plot_snr_cnr(table: pd.DataFrame):
         raise InputError(f"snr/cnr table lacks columns {missing}; has {list(table.columns)}")
     order = source_order(table["source"])
     colours = {MEASURED: "0.35", MODEL: "tab:red"}
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
-    for ax, metric in zip(axes, ("snr", "cnr")):
+    metrics = [m for m in PANEL_METRICS if m in set(table["metric"])]
+    if not metrics:
+        raise InputError(f"snr/cnr table has none of the metrics {PANEL_METRICS}")
+    fig, axes = plt.subplots(1, len(metrics), figsize=(5.5 * len(metrics), 4.2), squeeze=False)
+    for ax, metric in zip(axes[0], metrics):
         part = table[table["metric"] == metric].set_index("source").reindex(order)
         x = np.arange(len(order))
         means, sems = part["mean"].to_numpy(float), np.nan_to_num(part["sem"].to_numpy(float))
@@ -55,8 +63,8 @@ def plot_snr_cnr(table: pd.DataFrame):
                 ax.text(xi, y, mark, ha="center", va="bottom" if mean >= 0 else "top", fontsize=9)
         ax.axhline(0, color="black", linewidth=0.6)
         ax.set_xticks(x, order, rotation=35, ha="right")
-        ax.set_ylabel(f"{metric.upper()} in visual cortex")
-        ax.set_title(f"{metric.upper()} (mean ± SEM over test trials)")
+        ax.set_ylabel(f"{METRIC_NAMES[metric]} in visual cortex")
+        ax.set_title(f"{METRIC_NAMES[metric]}\n(mean ± SEM over test trials)", fontsize=10)
         ax.margins(y=0.15)
     fig.suptitle("Signal quality in visual cortex; stars: paired two-sided t-test vs Rest2Visual",
                  fontsize=10)

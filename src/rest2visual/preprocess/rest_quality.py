@@ -149,6 +149,9 @@ def plot_quality(table: pd.DataFrame, corr: np.ndarray, subjects, configured: st
     for e in edges:
         ax2.axhline(e, color="k", lw=0.5)
         ax2.axvline(e, color="k", lw=0.5)
+    labels = [f"sub-{int(s):02d}" for s in subjects]
+    ax2.set_xticks(range(len(labels)), labels, rotation=90, fontsize=7)
+    ax2.set_yticks(range(len(labels)), labels, fontsize=7)
     ax2.set_title(f"session maps r ({configured}), by subject")
     fig.colorbar(im, ax=ax2, shrink=0.8)
     fig.tight_layout()
