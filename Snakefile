@@ -32,6 +32,7 @@ include: "workflow/rules/evoked.smk"
 include: "workflow/rules/dataset.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/decode.smk"
 
 
 rule all:

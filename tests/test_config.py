@@ -67,11 +67,12 @@ def test_full_nsd_dry_run_plans_the_download_offline(tmp_path):
     cfg = yaml.safe_load((REPO / "config/nsd.yaml").read_text())
     proc = run_workflow(tmp_path, cfg, "-n", check=False)
     assert proc.returncode == 0, proc.stdout[-3000:]
-    assert "NSD download plan: 322 keys" in proc.stdout  # 314 + 8 transforms (cross-check)
+    # 314 + 8 transforms (cross-check) + 8 nsdgeneral ROIs (decoding bridge)
+    assert "NSD download plan: 330 keys" in proc.stdout
     assert "GB" in proc.stdout
     counts = {line.split()[0]: int(line.split()[1]) for line in proc.stdout.splitlines()
               if len(line.split()) == 2 and line.split()[1].isdigit()}
-    assert counts["download_nsd_key"] == 322
+    assert counts["download_nsd_key"] == 330
     assert counts["pcc_zmap"] == 96 and counts["evoked_betas"] == 96
     assert counts["rest_to_mni"] == 192 and counts["register_to_mni"] == 8
 

@@ -203,7 +203,7 @@ def test_main_prints_the_plan(capsys):
                       "--jobs", "50"]) == 0
     out = capsys.readouterr().out
     assert "| rest_to_mni | 192 | 1 |" in out
-    assert "| download_nsd_key | 322 |" in out
+    assert "| download_nsd_key | 330 |" in out
     assert re.search(r"NSD download: 19\d\.\d GB", out)
     assert "with at most 50 concurrent jobs" in out
     assert "Compute:" in out and "GPU-hours" in out

@@ -57,6 +57,8 @@ COMMANDS = {
     "roi-atlas": ("rest2visual.evaluate.atlas:main",
                   "visual ROI atlas (V1–V5) on the MNI grid"),
     "figures": ("rest2visual.figures.make:main", "draw the paper's figures"),
+    "to-native": ("rest2visual.decode.native_betas:main",
+                  "predicted and measured betas → native nsdgeneral voxels for image decoders"),
 }
 
 

@@ -130,6 +130,10 @@ def job_counts(config: dict) -> dict[str, int]:
         "tables": 1,
         "figures": 1,
     })
+    # the decoding bridge of the paper protocol (workflow/rules/decode.smk); the simulated
+    # NSD has no MNI → func map for registration.method nsd
+    if config["registration"]["method"] == "ants" or nsd["source"] != "simulated":
+        counts["native_betas"] = n_subjects
     return counts
 
 

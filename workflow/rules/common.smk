@@ -78,6 +78,18 @@ def composite_xfm(sub):
     return out("registration", "xfm", "nii.gz", sub=sub, desc="composite", **XFM_ENTITIES)
 
 
+def registration_files(sub):
+    """The registration outputs (method ants) besides the composite: the affine, the warp,
+    its inverse and the composite's JSON sidecar (named once, for the rules that read them)."""
+    return {
+        "sidecar": out("registration", "xfm", "json", sub=sub, desc="composite", **XFM_ENTITIES),
+        "affine": out("registration", "xfm", "mat", sub=sub, desc="affine", **XFM_ENTITIES),
+        "warp": out("registration", "xfm", "nii.gz", sub=sub, desc="warp", **XFM_ENTITIES),
+        "inverse_warp": out("registration", "xfm", "nii.gz", sub=sub, desc="warp",
+                            **{"from": "MNI152", "to": "func", "res": RES}),
+    }
+
+
 def mni_transform(sub):
     """The transform that brings subject ``sub``'s native data to MNI (registration.method)."""
     if config["registration"]["method"] == "nsd":
@@ -165,6 +177,28 @@ def train_launcher(wc, threads):
     if TRAIN_CFG["gpus"] > 1:
         return f"torchrun --standalone --nproc_per_node {TRAIN_CFG['gpus']} -m rest2visual.cli"
     return "rest2visual"
+
+
+def native_betas_h5(protocol, sub):
+    """One subject's test trials of ``protocol`` in native nsdgeneral voxels (HDF5)."""
+    return out(f"decode/{protocol}", "betas", "h5", sub=sub, space=SPACE, desc="nsdgeneral")
+
+
+# method nsd: NSD's MNI → func map; method ants: the registration's affine and inverse warp
+if config["registration"]["method"] == "nsd":
+    NATIVE_TRANSFORM = {
+        "mni_to_func": lambda wc: nsd_path(nsdkeys.mni_to_func_key(int(wc.sub), SPACE))
+    }
+else:
+    NATIVE_TRANSFORM = {k: v for k, v in registration_files("{sub}").items() if k != "warp"}
+
+
+def native_transform_args(wc, input):
+    """to-native's transform options for the configured registration method (a list, for :q)."""
+    if config["registration"]["method"] == "nsd":
+        return ["--nsd-mni-to-func", input.mni_to_func]
+    return ["--affine", input.affine, "--inverse-warp", input.inverse_warp,
+            "--sidecar", input.sidecar]
 
 
 #: final targets of each stage; every rule file adds its own, `rule all` asks for them

@@ -24,11 +24,7 @@ rule register_to_mni:
         brainmask=lambda wc: nsd_path(nsdkeys.brainmask_key(int(wc.sub), SPACE)),
     output:
         composite=composite_xfm("{sub}"),
-        sidecar=out("registration", "xfm", "json", sub="{sub}", desc="composite", **XFM_ENTITIES),
-        affine=out("registration", "xfm", "mat", sub="{sub}", desc="affine", **XFM_ENTITIES),
-        warp=out("registration", "xfm", "nii.gz", sub="{sub}", desc="warp", **XFM_ENTITIES),
-        inverse_warp=out("registration", "xfm", "nii.gz", sub="{sub}", desc="warp",
-                         **{"from": "MNI152", "to": "func", "res": RES}),
+        **registration_files("{sub}"),
         anat=out("registration", "T1w", "nii.gz", sub="{sub}", space="MNI152", res=RES),
         qc=report(
             out("registration", "qc", "png", sub="{sub}", desc="registration"),

@@ -75,9 +75,17 @@ class Finding:
 def workflow_keys(config: dict) -> list[nsdkeys.NeededKey]:
     """Every NSD key the configured workflow reads: :func:`rest2visual.nsd.keys.needed_keys`,
     plus each subject's NSD func → MNI transform when ``registration.crosscheck`` is on
-    (the cross-check of the two registrations reads it whatever ``registration.method``)."""
+    (the cross-check of the two registrations reads it whatever ``registration.method``),
+    and NSD's MNI → func transform with ``registration.method: nsd`` (the decoding bridge,
+    ``rest2visual to-native``, maps MNI betas back to native space through it; the
+    simulated NSD does not write that map, so there the bridge needs ``method: ants``)."""
     keys = nsdkeys.needed_keys(config)
     registration = config.get("registration", {})
+    if registration.get("method") == "nsd" and config["nsd"].get("source") != "simulated":
+        keys += [nsdkeys.NeededKey(nsdkeys.mni_to_func_key(s, config["nsd"]["space"]),
+                                   "mni_to_func", f"{nsdkeys.subj(s)} decoding bridge "
+                                   "(MNI betas → native, method: nsd)")
+                 for s in config["nsd"]["subjects"]]
     if registration.get("crosscheck"):
         have = {k.key for k in keys}
         for s in config["nsd"]["subjects"]:
@@ -245,7 +253,7 @@ class _Check:
             elif k.kind == "betas" and shape[3] != trials:
                 self.add(k, f"{trials} volumes (nsd.trials_per_session; NSD: "
                             f"{nsdkeys.TRIALS_PER_SESSION})", f"{shape[3]} volumes")
-            if k.kind == "func_to_mni" and (len(shape) != 4 or shape[3] != 3):
+            if k.kind in ("func_to_mni", "mni_to_func") and (len(shape) != 4 or shape[3] != 3):
                 self.add(k, "an NSD coordinate map X×Y×Z×3", f"shape {shape}")
             if k.kind == "ncsnr":
                 self.ncsnr(k, info)

@@ -106,6 +106,15 @@ def func_to_mni_key(subject: int, space: str = "func1pt8mm") -> str:
             f"{TRANSFORM_SPACE[space]}-to-MNI.nii.gz")
 
 
+def mni_to_func_key(subject: int, space: str = "func1pt8mm") -> str:
+    """NSD's coordinate map MNI → func: ``MNI-to-func1pt8`` or ``MNI-to-func1pt0``
+    (X×Y×Z×3 on the subject's functional grid; 1-based coordinates in the FSL MNI152
+    1 mm array, 9999 invalid), the inverse of :func:`func_to_mni_key`."""
+    _check_space(space)
+    return (f"nsddata/ppdata/{subj(subject)}/transforms/"
+            f"MNI-to-{TRANSFORM_SPACE[space]}.nii.gz")
+
+
 def _check_space(space: str) -> None:
     if space not in SPACES:
         raise ValueError(f"space {space!r} is not an NSD functional space {SPACES}")
@@ -124,8 +133,8 @@ def configured_tr(nsd: dict) -> tuple[float, str]:
 #: only to print the download estimate of a dry run
 APPROX_BYTES = {
     "betas": 1.0e9, "rest": 0.3e9, "motion": 3.0e4, "ncsnr": 1.0e6, "brainmask": 2.0e5,
-    "anatomy": 1.5e6, "func_to_mni": 1.6e8, "expdesign": 2.5e6, "stim_info": 1.5e7,
-    "stimuli": 39.5e9,
+    "anatomy": 1.5e6, "func_to_mni": 1.6e8, "mni_to_func": 3.0e6, "nsdgeneral": 1.0e5,
+    "expdesign": 2.5e6, "stim_info": 1.5e7, "stimuli": 39.5e9,
 }
 
 
@@ -170,6 +179,8 @@ def needed_keys(config: dict) -> list[NeededKey]:
             NeededKey(anatomy_key(s, space), "anatomy", f"{who} registration to MNI"),
             NeededKey(brainmask_key(s, space), "brainmask", f"{who} registration to MNI"),
             NeededKey(ncsnr_key(s, space, version), "ncsnr", f"{who} noise ceiling"),
+            NeededKey(nsdgeneral_key(s, space), "nsdgeneral",
+                      f"{who} decoding bridge (native nsdgeneral voxels)"),
         ]
         if config.get("registration", {}).get("method") == "nsd":
             keys.append(NeededKey(func_to_mni_key(s, space), "func_to_mni",

@@ -19,6 +19,11 @@ grid and flip left and right.
 :class:`~rest2visual.preprocess.resample.MniResampler` applies the 0-based
 coordinates returned here. This path needs no registration and serves to
 cross-check the ANTs path on real data.
+
+The opposite direction, ``transforms/MNI-to-func1pt8.nii.gz``, is the same kind of
+map on the subject's functional grid, its values 1-based coordinates in the FSL 1 mm
+MNI array (:func:`read_nsd_mni_coordinates`, used by
+:class:`~rest2visual.preprocess.native.NativeResampler` for the decoding bridge).
 """
 
 from __future__ import annotations
@@ -58,17 +63,10 @@ def read_nsd_coordinates(coords_path, target_grid, native_shape=None) -> np.ndar
     -------
     (X, Y, Z, 3) float64 array on the target grid, NaN where NSD gives no source.
     """
-    import nibabel as nib
     from scipy import ndimage
 
-    path = require_file(coords_path, "NSD coordinate map")
-    try:
-        img = nib.load(str(path))
-    except Exception as exc:
-        raise InputError(f"{path}: cannot read the NSD coordinate map ({exc})") from exc
+    path, img = _open_map(coords_path)
     shape = tuple(img.shape)
-    if len(shape) != 4 or shape[3] != 3:
-        raise InputError(f"{path}: expected an NSD coordinate map X×Y×Z×3, found {shape}")
     # nsdcode knows the target grid from the space; the shape tells it here, never the header
     map_affine = NSD_TARGET_GRIDS.get(shape[:3])
     if map_affine is None:
@@ -76,12 +74,7 @@ def read_nsd_coordinates(coords_path, target_grid, native_shape=None) -> np.ndar
             f"{path}: expected NSD's MNI coordinate map of shape "
             f"{'×'.join(map(str, FSL_1MM_SHAPE))}×3 (FSL MNI152 1 mm, the grid nsdcode assumes; "
             f"the header is not used), found {'×'.join(map(str, shape))}")
-    try:
-        data = np.asarray(img.dataobj, dtype=np.float32)
-    except Exception as exc:
-        raise InputError(f"{path}: cannot read the NSD coordinate map ({exc})") from exc
-    invalid = np.any((data == INVALID) | ~np.isfinite(data), axis=3)
-    coords = np.where(invalid[..., None], np.float32(np.nan), data - np.float32(1.0))
+    data, invalid, coords = _map_values(path, img)
 
     # target voxel centre (MNI mm) → continuous voxel index of the map
     to_map = np.linalg.inv(map_affine)
@@ -114,3 +107,58 @@ def read_nsd_coordinates(coords_path, target_grid, native_shape=None) -> np.ndar
                 f"{np.round(valid.max(0) + 1, 1)} (1-based), outside the native grid "
                 f"{tuple(native_shape)}: is this map for another subject or space?")
     return out
+
+
+def read_nsd_mni_coordinates(coords_path, native_shape, mni_grid) -> np.ndarray:
+    """NSD's MNI → func coordinate map → 0-based voxel coordinates on ``mni_grid``.
+
+    Parameters
+    ----------
+    coords_path : NSD ``MNI-to-func1pt8.nii.gz`` (or ``MNI-to-func1pt0``): X×Y×Z×3 on the
+        subject's functional grid; at each native voxel the **1-based** coordinates in
+        the FSL MNI152 1 mm array (stored first voxel right, :data:`FSL_1MM_AFFINE`, the
+        same convention as the func → MNI map; nsdcode's volume-to-volume case reads both
+        maps alike), 9999 where the voxel has no MNI source.
+    native_shape : the subject's functional grid (x, y, z) the map must be on.
+    mni_grid : :class:`~rest2visual.preprocess.template.Grid` of the MNI data to sample
+        (e.g. the pack's 2 mm grid); FSL 1 mm coordinates are converted through the
+        affines, so any MNI grid works.
+
+    Returns
+    -------
+    (x, y, z, 3) float64: the continuous voxel index on ``mni_grid`` of each native voxel
+    (NaN where NSD gives no source).
+    """
+    path, img = _open_map(coords_path)
+    shape = tuple(img.shape)
+    if shape[:3] != tuple(native_shape):
+        raise InputError(f"{path}: expected NSD's MNI → func map on the native grid "
+                         f"{tuple(native_shape)} × 3, found {shape}")
+    _, _, fsl_ijk = _map_values(path, img)
+    fsl_to_grid = np.linalg.inv(np.asarray(mni_grid.affine, dtype=float)) @ FSL_1MM_AFFINE
+    return fsl_ijk.astype(np.float64) @ fsl_to_grid[:3, :3].T + fsl_to_grid[:3, 3]
+
+
+def _open_map(coords_path):
+    """(path, nibabel image) of an NSD coordinate map X×Y×Z×3, or InputError."""
+    import nibabel as nib
+
+    path = require_file(coords_path, "NSD coordinate map")
+    try:
+        img = nib.load(str(path))
+    except Exception as exc:
+        raise InputError(f"{path}: cannot read the NSD coordinate map ({exc})") from exc
+    if len(img.shape) != 4 or img.shape[3] != 3:
+        raise InputError(f"{path}: expected an NSD coordinate map X×Y×Z×3, "
+                         f"found {tuple(img.shape)}")
+    return path, img
+
+
+def _map_values(path, img):
+    """(values float32, invalid (X, Y, Z) bool, 0-based coordinates with NaN where invalid)."""
+    try:
+        data = np.asarray(img.dataobj, dtype=np.float32)
+    except Exception as exc:
+        raise InputError(f"{path}: cannot read the NSD coordinate map ({exc})") from exc
+    invalid = np.any((data == INVALID) | ~np.isfinite(data), axis=3)
+    return data, invalid, np.where(invalid[..., None], np.float32(np.nan), data - np.float32(1.0))

@@ -48,7 +48,7 @@ def _grid_of(img) -> tuple[tuple[int, int, int], np.ndarray]:
     return tuple(int(n) for n in img.shape[:3]), np.asarray(img.affine, dtype=float)
 
 
-def _interpolation_matrix(coords: np.ndarray, native_shape, order: int, row_ids=None,
+def interpolation_matrix(coords: np.ndarray, native_shape, order: int, row_ids=None,
                           n_rows: int | None = None):
     """Sparse CSR matrix W with ``W @ native.ravel('F') == volume sampled at coords``.
 
@@ -135,32 +135,11 @@ class MniResampler:
             only its shape and affine are used). Checked against the native grid
             recorded in the field's JSON sidecar when that exists.
         """
-        import nibabel as nib
-
-        from rest2visual.checks import require_file
-
-        path = require_file(composite_path, "composed displacement field")
-        try:
-            field_img = nib.load(str(path))
-            field = np.asarray(field_img.dataobj, dtype=float)
-        except Exception as exc:
-            raise InputError(f"{path}: cannot read the composed displacement field ({exc})") \
-                from exc
-        if field.ndim != 5 or field.shape[3] != 1 or field.shape[4] != 3:
-            raise InputError(f"{path}: expected an ITK displacement field X×Y×Z×1×3, "
-                             f"found shape {field.shape}")
-        field = field[:, :, :, 0, :]
-        if not np.all(np.isfinite(field)):
-            raise InputError(f"{path}: displacement field holds non-finite values")
         native_shape, native_affine = _grid_of(native_img)
-        _check_sidecar(path, native_img)
-        target = Grid(shape=field.shape[:3], affine=np.asarray(field_img.affine, dtype=float))
-        # physical MNI point (RAS) + displacement (LPS → RAS) = native point (RAS)
-        points = voxel_centers_mm(target) + field @ LPS
-        to_index = np.linalg.inv(native_affine)
-        coords = points @ to_index[:3, :3].T + to_index[:3, 3]
+        _check_sidecar(composite_path, native_img)
+        coords, target = displacement_field_coordinates(composite_path, native_affine)
         return cls(coords, native_shape, native_affine, target.shape, target.affine,
-                   source=str(path))
+                   source=str(composite_path))
 
     @classmethod
     def from_nsd_coordinates(cls, coords_path, native_img, target_grid) -> "MniResampler":
@@ -198,7 +177,7 @@ class MniResampler:
             picked = None
             if mask is not None:
                 picked = np.flatnonzero(np.asarray(mask, dtype=bool).ravel(order="F"))
-            self._matrices[key] = _interpolation_matrix(
+            self._matrices[key] = interpolation_matrix(
                 flat if picked is None else flat[picked], self.native_shape, order,
                 row_ids=picked, n_rows=flat.shape[0])
         return self._matrices[key]
@@ -259,6 +238,38 @@ class MniResampler:
                                  f"{t0}..{t0 + block.shape[3] - 1}")
             flat_out[:, t0:t0 + block.shape[3]] = W @ native
         return out
+
+
+def displacement_field_coordinates(field_path, source_affine) -> tuple[np.ndarray, Grid]:
+    """An ITK displacement field → the source voxel coordinate of each of its voxels.
+
+    field_path : X×Y×Z×1×3 ITK vector NIfTI (``antsApplyTransforms`` composed field, LPS
+        mm vectors) on the grid where data are wanted (its header's grid).
+    source_affine : 4×4 RAS affine (mm) of the grid the data come from.
+    Returns ((X, Y, Z, 3) float64 continuous 0-based source voxel indices, the field's
+    :class:`~rest2visual.preprocess.template.Grid`).
+    """
+    import nibabel as nib
+
+    from rest2visual.checks import require_file
+
+    path = require_file(field_path, "composed displacement field")
+    try:
+        field_img = nib.load(str(path))
+        field = np.asarray(field_img.dataobj, dtype=float)
+    except Exception as exc:
+        raise InputError(f"{path}: cannot read the composed displacement field ({exc})") from exc
+    if field.ndim != 5 or field.shape[3] != 1 or field.shape[4] != 3:
+        raise InputError(f"{path}: expected an ITK displacement field X×Y×Z×1×3, "
+                         f"found shape {field.shape}")
+    field = field[:, :, :, 0, :]
+    if not np.all(np.isfinite(field)):
+        raise InputError(f"{path}: displacement field holds non-finite values")
+    grid = Grid(shape=field.shape[:3], affine=np.asarray(field_img.affine, dtype=float))
+    # physical point here (RAS) + displacement (LPS → RAS) = source point (RAS)
+    points = voxel_centers_mm(grid) + field @ LPS
+    to_index = np.linalg.inv(np.asarray(source_affine, dtype=float))
+    return points @ to_index[:3, :3].T + to_index[:3, 3], grid
 
 
 def _volume_chunks(img4d, chunk: int) -> Iterator[tuple[int, np.ndarray]]:

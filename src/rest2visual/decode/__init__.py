@@ -1,0 +1,1 @@
+"""Decoding: predicted and measured betas in the form image decoders of the field read."""
