@@ -82,12 +82,15 @@ def test_rest_map_writes_its_recipe(tmp_path):
         recipe.read_recipe(out)
 
 
-def test_predict_rest_run_reproduces_the_pack_rest_map(tmp_path):
-    """hrf none + psc + motion: the map predict --rest-run computes equals the pack's row."""
+@pytest.mark.parametrize("hrf,units,other", [("none", "psc", ("glover", "raw")),
+                                              ("spm", "raw", ("none", "psc"))])
+def test_predict_rest_run_reproduces_the_pack_rest_map(tmp_path, hrf, units, other):
+    """A recipe + motion confounds + the fallback TR: the map predict --rest-run computes
+    equals the pack's row, whatever the config and the command-line defaults say."""
     rng = np.random.default_rng(1)
     runs, motion, mask_path, mask = _runs(tmp_path, rng)
     zmap = _rest_map(tmp_path, "sub-01_ses-21", runs, motion, mask_path,
-                     "--hrf", "none", "--units", "psc")
+                     "--hrf", hrf, "--units", units)
     grid = MaskedGrid(mask, AFFINE)
     vector = grid.to_vectors(np.asarray(nib.load(zmap).dataobj, dtype=np.float32))
     n = 24
@@ -108,7 +111,7 @@ def test_predict_rest_run_reproduces_the_pack_rest_map(tmp_path):
     cfg = {"model": {"widths": [4, 8], "groups": 4, "embed_dim": 8},
            "train": {"epochs": 1, "batch_size": 6, "device": "cpu", "num_workers": 0, "seed": 0},
            # a config that claims another recipe does not override the pack's
-           "rest": {"hrf_model": "glover", "units": "raw"}}
+           "rest": {"hrf_model": other[0], "units": other[1]}}
     train(pack, tmp_path / "split.csv", tmp_path / "run", cfg)
     model = predict.load_model(tmp_path / "run" / "model.pt")
     assert model.config["rest"] == recipe.read_recipe(zmap)
@@ -116,9 +119,10 @@ def test_predict_rest_run_reproduces_the_pack_rest_map(tmp_path):
         packed = h5["rest_maps"][0]
     found = predict.rest_vector_from_runs(model, runs, motion)
     np.testing.assert_array_equal(found, packed)
-    # the default recipe (glover, raw) gives another map: the recipe mattered
-    other = grid.to_vectors(np.asarray(nib.load(_rest_map(tmp_path, "default", runs, motion,
-                                                          mask_path)).dataobj, dtype=np.float32))
+    # another recipe gives another map: the recipe mattered
+    other = grid.to_vectors(np.asarray(nib.load(_rest_map(
+        tmp_path, "other", runs, motion, mask_path, "--hrf", other[0], "--units", other[1])).dataobj,
+        dtype=np.float32))
     assert np.abs(other - packed).max() > 0.1
     with pytest.raises(InputError, match="give --confounds"):
         predict.rest_vector_from_runs(model, runs)

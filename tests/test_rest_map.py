@@ -351,7 +351,11 @@ def test_cli_writes_zmap_and_qc(mask_img, grid, tmp_path, capsys):
     argv = ["--runs", *map(str, paths), "--mask", str(tmp_path / "mask.nii.gz"),
             "--confounds", *map(str, motion), "--out", str(out), "--qc", str(qc)]
     assert main(argv) == 0
-    expected = pcc_seed_zmap(runs, mask_img, confounds=[np.loadtxt(m) for m in motion])
+    from rest2visual.config import defaults
+
+    rest = defaults("rest")  # the CLI's defaults are the config schema's
+    expected = pcc_seed_zmap(runs, mask_img, confounds=[np.loadtxt(m) for m in motion],
+                             hrf_model=rest["hrf_model"], units=rest["units"])
     np.testing.assert_allclose(nib.load(out).get_fdata(), expected.get_fdata(), atol=1e-6)
     assert qc.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert sorted(p.name for p in out.parent.iterdir()) == ["qc.png", "zmap.json", "zmap.nii.gz"]

@@ -109,3 +109,28 @@ def test_cli_files_are_byte_identical_per_seed(tmp_path, capsys):
         sp.split_rows(pack, tmp_path / "stale.csv", "train")
     with pytest.raises(InputError, match="no trials in split 'tset'"):
         sp.split_rows(pack, tmp_path / "a" / "paper.csv", "tset")
+
+
+def test_paper_split_holds_out_shared_images_for_every_subject(trials):
+    """n_shared_test images seen by everyone go to test with all their pairs (Figure 4's
+    held-out data); the rest of the test is drawn as before and the total stays n_test."""
+    by_id = trials.groupby("nsd_id").subject.nunique()
+    everyone = set(by_id.index[by_id == 4])
+    out = sp.paper_split(trials, seed=0, n_test=50, val_fraction=0.1, n_shared_test=3)
+    labels = pair_labels(out)
+    assert (labels.map(len) == 1).all()
+    test_pairs = labels[labels == {"test"}]
+    assert len(test_pairs) == 50
+    test_ids = test_pairs.index.to_frame(index=False)
+    held = [i for i in everyone if (test_ids.nsd_id == i).sum() == 4]
+    assert len(held) >= 3  # every subject's pair of 3 shared images is test
+    # nothing of a held-out shared image is left in train or val, for any subject
+    assert not out[out.nsd_id.isin(held) & (out.split != "test")].size
+    # without it, the draw is the plain paper split (same seed, same file)
+    assert sp.paper_split(trials, seed=0, n_test=50, val_fraction=0.1, n_shared_test=0).equals(
+        sp.paper_split(trials, seed=0, n_test=50, val_fraction=0.1))
+    with pytest.raises(ValueError, match="n_shared_test=13 images × 4 subjects"):
+        sp.paper_split(trials, seed=0, n_test=50, val_fraction=0.1, n_shared_test=13)
+    with pytest.raises(ValueError, match="such images"):
+        sp.paper_split(trials, seed=0, n_test=4 * (len(everyone) + 1), val_fraction=0.1,
+                       n_shared_test=len(everyone) + 1)

@@ -56,6 +56,7 @@ rule split_files:
     shell:
         "rest2visual splits --pack {input:q} --out-dir {params.out_dir:q} --seed {params.s[seed]:q}"
         " --n-test {params.s[n_test]:q} --val-fraction {params.s[val_fraction]:q}"
+        " --n-shared-test {params.s[n_shared_test]:q}"
         " {params.unseen:q} > {log:q} 2>&1"
 
 

@@ -40,6 +40,7 @@ import numpy as np
 
 from rest2visual.atomic import save_figure, save_nifti
 from rest2visual.checks import InputError, check_affine, check_finite, load_nifti, require_file
+from rest2visual.config import defaults
 from rest2visual.preprocess.glm import (ols_betas, ols_betas_blocks, seed_design,
                                         stack_run_designs, zscore_in_mask)
 from rest2visual.preprocess.recipe import make_recipe, write_recipe
@@ -347,19 +348,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--runs", nargs="+", required=True, metavar="RUN_MNI.nii.gz",
                    help="4D rest runs on the mask's MNI grid (NSD: run01 run14)")
     p.add_argument("--mask", required=True, help="MNI brain mask NIfTI")
-    p.add_argument("--seed-center", nargs=3, type=float, default=list(PCC_CENTER_MM),
+    rest = defaults("rest")  # the config's defaults, from its schema
+    p.add_argument("--seed-center", nargs=3, type=float, default=rest["seed_center_mm"],
                    metavar=("X", "Y", "Z"), help="seed sphere centre, MNI mm (default PCC)")
-    p.add_argument("--seed-radius", type=float, default=PCC_RADIUS_MM, help="seed radius, mm")
+    p.add_argument("--seed-radius", type=float, default=rest["seed_radius_mm"],
+                   help="seed radius, mm")
     p.add_argument("--seed-mask", help="seed mask NIfTI on the mask's grid (overrides the sphere)")
-    p.add_argument("--bandpass", nargs=2, type=float, default=[0.01, 0.1],
+    p.add_argument("--bandpass", nargs=2, type=float, default=rest["bandpass_hz"],
                    metavar=("LOW_HZ", "HIGH_HZ"), help="seed band-pass, Hz")
-    p.add_argument("--filter-order", type=int, default=2,
+    p.add_argument("--filter-order", type=int, default=rest["filter_order"],
                    help="Butterworth order of one pass (applied forward-backward)")
-    p.add_argument("--hrf", choices=HRF_MODELS, default="glover",
-                   help="canonical HRF convolved with the seed, or none (zero-lag)")
-    p.add_argument("--units", choices=UNITS, default="raw",
+    p.add_argument("--hrf", choices=HRF_MODELS, default=rest["hrf_model"],
+                   help="canonical HRF convolved with the seed (the paper's recipe), or none "
+                        "(zero-lag seed regression)")
+    p.add_argument("--units", choices=UNITS, default=rest["units"],
                    help="voxel series in raw scanner units or percent signal change")
-    p.add_argument("--combine", choices=COMBINE_MODES, default="mean",
+    p.add_argument("--combine", choices=COMBINE_MODES, default=rest["combine_runs"],
                    help="mean of run z-maps (re-z-scored) or one fit on concatenated runs")
     p.add_argument("--confounds", nargs="+", metavar="MOTION.tsv",
                    help="one headerless confound TSV per run, in the order of --runs")
