@@ -114,7 +114,7 @@ def rule_commands() -> list[tuple[str, str, str]]:
         blocks = re.split(r"^\s*rule (\w+):\s*$", smk.read_text(), flags=re.M)
         for rule, body in zip(blocks[1::2], blocks[2::2]):
             env = re.search(r'conda:\s*\n\s*"([^"]+)"', body)
-            commands = re.findall(r"rest2visual ([a-z][a-z-]*)", body)
+            commands = re.findall(r"rest2visual ([a-z][a-z0-9-]*)", body)
             commands += re.findall(r"\{params\.launcher\} ([a-z][a-z-]*)", body)
             for command in dict.fromkeys(commands):
                 if env is None:

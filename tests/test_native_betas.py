@@ -7,8 +7,10 @@ test_recovery does); the session's NSD betas go to MNI through the forward resam
 
 - round trip: those measured MNI betas → native (ANTs inverse warp) → back to MNI
   correlate ≥ 0.95 with the originals inside the MNI brain mask, per trial on average;
-  the same through NSD-style coordinate maps both ways (built from the simulation's
-  truth, since the simulated NSD writes no ``MNI-to-func1pt8``);
+  the same through NSD's coordinate maps both ways (the simulated NSD's
+  ``func1pt8-to-MNI`` and ``MNI-to-func1pt8``, the latter checked against the truth);
+- with ``registration.method: nsd`` the workflow plans the bridge on the simulated NSD,
+  through its ``MNI-to-func1pt8`` maps;
 - the CLI's HDF5 lists the voxels in NSD's nsdgeneral order, checked against an
   explicit C-order walk of the nsdgeneral file and against MindEye-style flattening
   (``volume.reshape(n, -1)[:, mask.flatten()]``) of the native betas;
@@ -20,6 +22,7 @@ test_recovery does); the session's NSD betas go to MNI through the forward resam
 from __future__ import annotations
 
 import itertools
+import re
 from pathlib import Path
 
 import h5py
@@ -28,7 +31,7 @@ import numpy as np
 import pytest
 import yaml
 
-from conftest import REPO, TOY
+from conftest import REPO, TOY, run_workflow, toy_config
 from rest2visual import cli
 from rest2visual.dataset.layout import TRIAL_COLUMNS
 from rest2visual.decode.native_betas import zscore_per_session
@@ -112,20 +115,24 @@ def test_round_trip_through_ants_inverse(bridge, subject):
     assert r >= MIN_CORRELATION, f"sub-{subject:02d}: round-trip r {r:.4f}"
 
 
-def _nsd_style_maps(bridge, subject: int, tmp_path: Path) -> Path:
-    """An NSD ``MNI-to-func1pt8`` map from the truth (1-based FSL 1 mm coordinates)."""
+def _nsd_mni_to_func(bridge, subject: int) -> Path:
+    """The simulated NSD's ``MNI-to-func1pt8`` map, checked against the truth: at each native
+    voxel, the 1-based FSL 1 mm coordinates of its true MNI position (9999 outside)."""
+    path = bridge["nsd"] / keys.mni_to_func_key(subject)
+    written = np.asarray(nib.load(path).dataobj)
     mm = truth.native_to_mni_mm(bridge["truth"], subject).astype(np.float64)
     to_fsl = np.linalg.inv(FSL_1MM_AFFINE)
     ijk1 = mm @ to_fsl[:3, :3].T + to_fsl[:3, 3] + 1.0
-    path = tmp_path / f"sub-{subject:02d}_MNI-to-func1pt8.nii.gz"
-    nib.save(nib.Nifti1Image(ijk1.astype(np.float32), np.eye(4)), path)
+    valid = np.all(written != 9999, axis=-1)
+    assert written.shape == mm.shape and valid.mean() > 0.99
+    np.testing.assert_allclose(written[valid], ijk1[valid], atol=1e-3)
     return path
 
 
 @pytest.mark.parametrize("subject", TOY["subjects"])
 def test_round_trip_through_nsd_maps(bridge, subject, tmp_path):
     sub = bridge["subjects"][subject]
-    inverse = NativeResampler.from_nsd_coordinates(_nsd_style_maps(bridge, subject, tmp_path),
+    inverse = NativeResampler.from_nsd_coordinates(_nsd_mni_to_func(bridge, subject),
                                                    sub["anat"], bridge["mni_grid"])
     forward = MniResampler.from_nsd_coordinates(
         bridge["nsd"] / keys.func_to_mni_key(subject), sub["anat"], bridge["mni_grid"])
@@ -280,9 +287,22 @@ def test_wrong_grid_is_one_line(bridge, command_inputs, tmp_path, capsys):
                                      **{"--predictions": shifted}))
     assert f"error: {shifted}: expected the MNI grid of" in line and "found shape" in line
     # an NSD map on another subject's grid
-    nsd_map = _nsd_style_maps(bridge, 2, tmp_path)
+    nsd_map = _nsd_mni_to_func(bridge, 2)
     argv = _args(bridge, command_inputs, 1, tmp_path / "o.h5")
     cut = argv.index("--affine")
     argv = argv[:cut] + argv[cut + 6:] + ["--nsd-mni-to-func", str(nsd_map)]
     line = _error_line(capsys, argv)
     assert f"error: {nsd_map}: expected NSD's MNI → func map on the native grid" in line
+
+
+def test_nsd_method_plans_the_bridge_on_the_simulated_nsd(tmp_path):
+    """registration.method nsd on the simulated NSD: the bridge's jobs are planned, reading
+    the simulated NSD's MNI-to-func1pt8 maps (outputs of simulate_nsd)."""
+    config = toy_config(registration={"method": "nsd"})
+    proc = run_workflow(tmp_path, config, "-n", "-p", check=False)
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    jobs = {rule: int(n) for rule, n in re.findall(r"^(\w+)\s+(\d+)\s*$", proc.stdout, flags=re.M)}
+    assert jobs.get("native_betas") == len(TOY["subjects"]), proc.stdout[-3000:]
+    for s in TOY["subjects"]:
+        key = re.escape(keys.mni_to_func_key(s))
+        assert re.search(rf"--nsd-mni-to-func \S*/nsd/{key}", proc.stdout), proc.stdout[-3000:]

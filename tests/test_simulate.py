@@ -57,6 +57,12 @@ def test_every_key_the_pipeline_needs_exists(sim):
               "registration": {"method": "nsd"}, "rest": {"confounds": "motion"}}
     missing = [k.key for k in keys.needed_keys(config) if not (sim.nsd_root / k.key).is_file()]
     assert not missing
+    # and the workflow's (the decoding bridge reads NSD's MNI → func map with method nsd)
+    from rest2visual.nsd.check import workflow_keys
+
+    bridge = [k for k in workflow_keys(config) if k.kind == "mni_to_func"]
+    assert len(bridge) == len(SIM["subjects"])
+    assert all((sim.nsd_root / k.key).is_file() for k in bridge)
     assert (sim.nsd_root / keys.nsdgeneral_key(1)).is_file()
 
 
@@ -211,6 +217,42 @@ def test_nsd_coordinate_map_matches_true_coords(sim):
         assert (cmap[~inside] == 9999).all()
         brain = np.asarray(mni_brain_mask(SIM["mni_resolution_mm"]).dataobj) > 0
         assert inside[brain].mean() > 0.95  # the native field of view holds the brain
+
+
+def test_nsd_mni_to_func_map_inverts_the_forward_map(sim):
+    """NSD's MNI → func map (``MNI-to-func1pt8``) as NSD writes it: on the native grid with
+    the native header, float32, X×Y×Z×3 of 1-based FSL 1 mm coordinates (9999 where
+    undefined); composed with the func → MNI map it returns each native voxel (within one
+    native voxel), and it is the truth's native → MNI mapping."""
+    from rest2visual.preprocess.nsd_transform import FSL_1MM_AFFINE, FSL_1MM_SHAPE
+
+    for s in SIM["subjects"]:
+        img = nib.load(str(sim.nsd_root / keys.mni_to_func_key(s)))
+        anat = nib.load(str(sim.nsd_root / keys.anatomy_key(s)))
+        assert img.shape == anat.shape + (3,) and img.get_data_dtype() == np.float32
+        assert np.allclose(img.affine, anat.affine) and img.header["xyzt_units"] == 0
+        inv = np.asarray(img.dataobj)
+        valid = np.all(inv != 9999, axis=-1)
+        assert (inv[~valid] == 9999).all() and valid.mean() > 0.99
+        fsl = inv[valid] - 1.0  # 0-based FSL 1 mm voxel index of each native voxel
+        assert (fsl >= 0).all() and (fsl <= np.array(FSL_1MM_SHAPE) - 1).all()
+        # the truth: each native voxel's true MNI position
+        mm = truth.native_to_mni_mm(sim.truth_root, s)[valid]
+        assert np.allclose(fsl @ FSL_1MM_AFFINE[:3, :3].T + FSL_1MM_AFFINE[:3, 3], mm, atol=1e-3)
+        # composed with the forward map (trilinear, nsdcode's 'linear'): back to the voxel
+        # (9999 → NaN first, as nsdcode does: a neighbour without a source gives none)
+        fwd = np.asarray(nib.load(str(sim.nsd_root / keys.func_to_mni_key(s))).dataobj)
+        fwd = np.where(fwd == 9999, np.float32(np.nan), fwd)
+        back = np.stack([ndimage.map_coordinates(fwd[..., a], fsl.T, order=1, mode="nearest")
+                         for a in range(3)], axis=1)
+        ok = np.all(np.isfinite(back), axis=1)
+        native = np.argwhere(valid)
+        # every voxel but the outermost layer of the field of view (whose MNI neighbours
+        # partly lie outside it, where the forward map has no source) comes back
+        interior = np.all((native >= 1) & (native <= np.array(inv.shape[:3]) - 2), axis=1)
+        assert ok[interior].all()
+        err = np.linalg.norm(back[ok] - 1.0 - native[ok], axis=1)  # native voxels
+        assert np.median(err) < 0.1 and err.max() < 1.0, (np.median(err), err.max())
 
 
 def voxel_index(affine, grid):

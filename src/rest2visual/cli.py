@@ -59,6 +59,12 @@ COMMANDS = {
     "figures": ("rest2visual.figures.make:main", "draw the paper's figures"),
     "to-native": ("rest2visual.decode.native_betas:main",
                   "predicted and measured betas → native nsdgeneral voxels for image decoders"),
+    "reconstruct": ("rest2visual.decode.decoders:main",
+                    "reconstruct the seen images from bridge betas with a decoder (command, MindEye2)"),
+    "table2": ("rest2visual.decode.table2:main",
+               "Table 2: image metrics of reconstructions from predicted vs measured betas"),
+    "reconstruction-figure": ("rest2visual.decode.figure:main",
+                              "seen images and their reconstructions from measured and predicted betas"),
 }
 
 

@@ -134,12 +134,40 @@ def check_config(config: dict) -> None:
     atlas = config.get("evaluate", {}).get("roi_atlas")
     if atlas and not Path(atlas).is_file():
         raise ConfigError(f"config evaluate.roi_atlas: {atlas} not found")
+    _check_decoder(config)
     unseen = config.get("splits", {}).get("unseen_subjects", [])
     missing = sorted(set(unseen) - set(nsd["subjects"]))
     if missing:
         raise ConfigError(
             f"config splits.unseen_subjects: {missing} not among nsd.subjects {nsd['subjects']}"
         )
+
+
+def _check_decoder(config: dict) -> None:
+    """evaluate.decoder's settings: the command template, the MindEye2 files, metric weights."""
+    from rest2visual.decode import command, mindeye2
+
+    ev, nsd = config.get("evaluate", {}), config["nsd"]
+    for name, path in (ev.get("metric_weights") or {}).items():
+        if path and not Path(path).is_file():
+            raise ConfigError(f"config evaluate.metric_weights.{name}: {path} not found")
+    decoder = ev.get("decoder", "ridge_identification")
+    if decoder == "ridge_identification":
+        return
+    if decoder == "command":
+        template = ev.get("decoder_command")
+        if not template:
+            raise ConfigError("config evaluate.decoder_command: required when evaluate.decoder "
+                              "is command (a command line with {input}, {which} and {output})")
+        try:
+            command.parse_template(template)
+        except ValueError as exc:
+            raise ConfigError(f"config evaluate.decoder_command: {exc}") from None
+    elif decoder == "mindeye2":
+        problem = mindeye2.config_problem(ev.get("mindeye2_checkpoint"), ev.get("mindeye2_code"),
+                                          nsd["subjects"])
+        if problem:
+            raise ConfigError(problem)
 
 
 def config_hash(*sections: dict) -> str:

@@ -27,6 +27,7 @@ from pathlib import Path
 
 from rest2visual import protocols as protocol_names
 from rest2visual import resources
+from rest2visual.decode.names import RECONSTRUCTING, WHICH
 from rest2visual.nsd import keys as nsdkeys
 from rest2visual.nsd.check import workflow_keys
 
@@ -130,10 +131,12 @@ def job_counts(config: dict) -> dict[str, int]:
         "tables": 1,
         "figures": 1,
     })
-    # the decoding bridge of the paper protocol (workflow/rules/decode.smk); the simulated
-    # NSD has no MNI → func map for registration.method nsd
-    if config["registration"]["method"] == "ants" or nsd["source"] != "simulated":
-        counts["native_betas"] = n_subjects
+    # the decoding bridge of the paper protocol (workflow/rules/decode.smk)
+    counts["native_betas"] = n_subjects
+    # an image decoder: measured and predicted reconstructions per subject, Table 2, figure
+    if config["evaluate"]["decoder"] in RECONSTRUCTING:
+        counts.update({"reconstruct": n_subjects * len(WHICH), "table2": 1,
+                       "reconstruction_figure": 1})
     return counts
 
 
@@ -279,6 +282,11 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f"--workflow-dir {root}: no Snakefile there")
     config = load_workflow_config(args.configfile, root if root is not None else ".")
     print(format_plan(config, workflow_rules(root) if root is not None else None, jobs=args.jobs))
+    from rest2visual.model.encoder_weights import encoder_weights_problem
+
+    problem = encoder_weights_problem(config["model"])
+    if problem:  # a run stops at start-up on it; planning does not need the weights
+        print(f"Needed before a run: {problem}")
     return 0
 
 

@@ -7,17 +7,30 @@ from pathlib import Path
 
 from rest2visual import resources as R
 from rest2visual.config import ConfigError, check_config, config_hash
+from rest2visual.model.encoder_weights import encoder_weights_problem
 from rest2visual.nsd import keys as nsdkeys
 from rest2visual.paths import bids_path
 from rest2visual.plan import quality_recipes
 from rest2visual import protocols as protocol_names
 from rest2visual.evaluate import names as evaluation_names
+from rest2visual.decode import mindeye2
+from rest2visual.decode import names as decode_names
 
 
 try:
     check_config(config)
 except ConfigError as exc:  # one line naming the key, no traceback of the rule file
     raise SystemExit(f"rest2visual: error: {exc}") from None
+
+# model.encoder_weights: a missing file stops a run here, before any job; a dry run (-n)
+# only warns, so a configuration can be planned before its weights are downloaded, and
+# cluster jobs (which re-read this file) skip the check
+if workflow.is_main_process:
+    _weights_problem = encoder_weights_problem(config["model"])
+    if _weights_problem and getattr(workflow.output_settings, "dryrun", False):
+        logger.warning(f"rest2visual: warning: {_weights_problem} (needed before a real run)")
+    elif _weights_problem:
+        raise SystemExit(f"rest2visual: error: {_weights_problem}")
 
 NSD = config["nsd"]
 RES = f"{config['mni']['resolution_mm']:g}"
@@ -182,6 +195,28 @@ def train_launcher(wc, threads):
 def native_betas_h5(protocol, sub):
     """One subject's test trials of ``protocol`` in native nsdgeneral voxels (HDF5)."""
     return out(f"decode/{protocol}", "betas", "h5", sub=sub, space=SPACE, desc="nsdgeneral")
+
+
+def reconstructions_h5(protocol, sub, which):
+    """One subject's reconstructions of ``protocol``'s test images from ``which`` betas (HDF5)."""
+    return out(f"decode/{protocol}", "recon", "h5", sub=sub, desc=which)
+
+
+def decoder_inputs(wc):
+    """The image decoder's own files (MindEye2's checkpoint of the subject), as rule inputs."""
+    ev = config["evaluate"]
+    if ev["decoder"] == "mindeye2":
+        return [str(mindeye2.checkpoint_path(ev["mindeye2_checkpoint"], int(wc.sub)))]
+    return []
+
+
+def decoder_args(wc, input):
+    """reconstruct's decoder options (a list, for :q): evaluate.decoder's settings."""
+    ev = config["evaluate"]
+    if ev["decoder"] == "mindeye2":
+        return ["--decoder", "mindeye2", "--checkpoint", input.decoder[0],
+                "--code", ev["mindeye2_code"]]
+    return ["--decoder", "command", "--command", ev["decoder_command"]]
 
 
 # method nsd: NSD's MNI → func map; method ants: the registration's affine and inverse warp

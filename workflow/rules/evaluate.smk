@@ -60,7 +60,8 @@ rule evaluate_model:
     wildcard_constraints:
         protocol="|".join(re.escape(p) for p in PROTOCOLS),
     params:
-        ev=config["evaluate"],
+        # the keys the evaluation reads (the decoder's keys rerun only decode.smk's rules)
+        ev={k: config["evaluate"][k] for k in ("roi_atlas", "ridge_alphas", "ssim_window")},
         device=config["train"]["device"],
         out_dir=lambda wc, output: Path(output.scores).parent,
     resources:

@@ -170,11 +170,16 @@ def weights_identity(name: str, weights: str | Path | None) -> str:
     return weights_sha256(weights)
 
 
-def require_weights(path: str | Path) -> Path:
+def require_weights(path: str | Path, encoder: str | None = None) -> Path:
+    """``path`` as a Path; FileNotFoundError naming the key (and, given ``encoder``, where its
+    weights come from) when it is not a file."""
     path = Path(path)
     if not path.is_file():
+        from rest2visual.model.encoder_weights import how_to_obtain
+
+        hint = f"; {how_to_obtain(encoder)}" if encoder else ""
         raise FileNotFoundError(f"{path}: image encoder weights file not found "
-                                "(model.encoder_weights; null means random initialisation)")
+                                f"(model.encoder_weights; null means random initialisation){hint}")
     return path
 
 
@@ -239,6 +244,8 @@ def _open_clip(name: str, weights) -> ImageEncoder:
         # a pretrained tag: open_clip resolves it through the hub cache (downloads if allowed)
         model = open_clip.create_model(arch, pretrained=str(weights))
     else:
+        if weights is not None:
+            require_weights(weights, name)
         model = open_clip.create_model(arch, pretrained=None)
         if weights is not None:
             state = load_state_dict_file(weights)
@@ -271,7 +278,7 @@ def build_image_encoder(name: str, weights: str | Path | None = None, *,
         return ImageEncoder(name, pyramid, pyramid.feature_dim, mean=(0.0,) * 3,
                             std=(1.0,) * 3, input_size=GABOR_INPUT_SIZE)
     if weights is not None and not (name.startswith("open_clip:")):
-        require_weights(weights)
+        require_weights(weights, name)
     if name == "small_cnn":
         encoder = ImageEncoder(name, SmallCNN(feature_dim), feature_dim,
                                mean=IMAGENET_MEAN, std=IMAGENET_STD)

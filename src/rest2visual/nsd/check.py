@@ -78,10 +78,10 @@ def workflow_keys(config: dict) -> list[nsdkeys.NeededKey]:
     (the cross-check of the two registrations reads it whatever ``registration.method``),
     and NSD's MNI → func transform with ``registration.method: nsd`` (the decoding bridge,
     ``rest2visual to-native``, maps MNI betas back to native space through it; the
-    simulated NSD does not write that map, so there the bridge needs ``method: ants``)."""
+    simulated NSD writes it too)."""
     keys = nsdkeys.needed_keys(config)
     registration = config.get("registration", {})
-    if registration.get("method") == "nsd" and config["nsd"].get("source") != "simulated":
+    if registration.get("method") == "nsd":
         keys += [nsdkeys.NeededKey(nsdkeys.mni_to_func_key(s, config["nsd"]["space"]),
                                    "mni_to_func", f"{nsdkeys.subj(s)} decoding bridge "
                                    "(MNI betas → native, method: nsd)")

@@ -298,6 +298,26 @@ def func_to_mni_coordmap(space: SubjectSpace, grid: Grid = FSL_1MM) -> np.ndarra
     return out
 
 
+def mni_to_func_coordmap(voxel_mni_mm: np.ndarray, grid: Grid = FSL_1MM) -> np.ndarray:
+    """NSD's MNI → func coordinate map (``MNI-to-func1pt8``) on the native grid: (X, Y, Z, 3)
+    float32.
+
+    ``voxel_mni_mm``: (X, Y, Z, 3) true MNI mm of every native voxel
+    (:meth:`SubjectSpace.voxel_mni_mm`). At each native voxel, the **1-based** voxel
+    coordinates of that point in ``grid``'s array (NSD: FSL's MNI152 1 mm, 182×218×182,
+    first voxel on the right, :data:`FSL_1MM`), 9999 where it lies outside that array —
+    what nsdcode's volume-to-volume case interpolates MNI data at to bring it to func
+    space. Exact at every voxel (no interpolation of the mapping), the inverse of
+    :func:`func_to_mni_coordmap`.
+    """
+    to_index = np.linalg.inv(grid.affine)
+    ijk = np.asarray(voxel_mni_mm, dtype=np.float64) @ to_index[:3, :3].T + to_index[:3, 3]
+    inside = np.all((ijk >= 0) & (ijk <= np.asarray(grid.shape) - 1), axis=-1)
+    out = (ijk + 1).astype(np.float32)  # NSD: 1-based
+    out[~inside] = INVALID
+    return out
+
+
 __all__ = ["SubjectSpace", "make_subject_space", "native_shape", "native_header_affine",
            "native_anatomy", "native_brain", "liberal_brainmask",
-           "func_to_mni_coordmap", "FSL_1MM", "NSD_MNI_HEADER_AFFINE"]
+           "func_to_mni_coordmap", "mni_to_func_coordmap", "FSL_1MM", "NSD_MNI_HEADER_AFFINE"]

@@ -26,8 +26,9 @@ FORMAT = "rest2visual simulated NSD"
 # 2: PCC-driven DMN (pcc map and course), PSF-smooth betas; 3: NSD-exact files (design in
 # NSD's layout with stride 750, NaN ncsnr outside the mask, NSD's 1 mm transforms and header,
 # xyzt_units = 0 with pixdim[4] = 4/3); 4: the DMN's coupling is a parameter (zero_lag by
-# default), dmn_map.nii.gz the true seed map under it
-FORMAT_VERSION = 4
+# default), dmn_map.nii.gz the true seed map under it; 5: NSD's MNI → func map
+# (transforms/MNI-to-func1pt8.nii.gz, the inverse of func1pt8-to-MNI, for the decoding bridge)
+FORMAT_VERSION = 5
 
 
 @dataclass(frozen=True)
@@ -119,8 +120,10 @@ def simulate_nsd(root, *, subjects=(1, 2), sessions=(21, 22), trials_per_session
     ``sessions``; ``root/truth`` the ground truth (``truth``). ``voxel_mm``: native voxel
     size (NSD 1.8); ``volumes``: rest volumes per run; ``tr_s``: TR in s;
     ``mni_resolution_mm``: the truth grid; ``dmn_coupling``: how the default-mode
-    network's nodes share their course (``networks.COUPLINGS``). NSD's func → MNI coordinate maps are on
-    NSD's own grid (FSL MNI152 1 mm, 182×218×182) whatever the truth grid.
+    network's nodes share their course (``networks.COUPLINGS``). NSD's func → MNI
+    coordinate maps are on NSD's own grid (FSL MNI152 1 mm, 182×218×182) whatever the
+    truth grid; its MNI → func maps are on each subject's native grid, their values
+    coordinates in that 1 mm array.
     Deterministic in ``seed``.
     """
     subjects, sessions = [int(s) for s in subjects], [int(s) for s in sessions]
@@ -251,6 +254,9 @@ def _write_subject(nsd: Path, truth_root: Path, subject: int, params: dict, latt
     save_nifti(_nifti(anatomy.func_to_mni_coordmap(space, anatomy.FSL_1MM),
                       anatomy.NSD_MNI_HEADER_AFFINE),
                nsd / keys.func_to_mni_key(subject))
+    # ... and its inverse, on the native grid with the native header (as NSD's func files)
+    save_nifti(_nifti(anatomy.mni_to_func_coordmap(voxel_mni, anatomy.FSL_1MM), header),
+               nsd / keys.mni_to_func_key(subject))
     save_nifti(_nifti(voxel_mni.astype(np.float32), header), sub_truth / "native_to_mni_mm.nii.gz")
 
     h = responses.gain_field(grid, lattice.visual, subject, seed)
