@@ -26,6 +26,32 @@ def toy_nsd(tmp_path_factory):
     return simulate_nsd(root, **TOY)
 
 
+def register_toy_subjects(nsd_root, out_dir, res_mm: float) -> dict:
+    """Each toy subject's anatomy registered to MNI as the workflow's ``register_to_mni``
+    rule does it (config/config.yaml's ``registration`` settings, its ITK thread count):
+    subject → (RegistrationResult, native anatomy image)."""
+    import nibabel as nib
+
+    from rest2visual.nsd import keys
+    from rest2visual.preprocess.registration import register_to_mni
+    from rest2visual.preprocess.template import mni_template
+
+    reg = yaml.safe_load((REPO / "config" / "config.yaml").read_text())["registration"]
+    template, nsd_root = mni_template(res_mm), Path(nsd_root)
+    out = {}
+    with pytest.MonkeyPatch.context() as mp:
+        # read when ITK makes its first thread pool (the rule runs `register --threads N`)
+        mp.setenv("ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS", str(reg.get("threads", 1)))
+        for s in TOY["subjects"]:
+            anat = nib.load(nsd_root / keys.anatomy_key(s))
+            out[s] = (register_to_mni(
+                anat, template, out_dir=Path(out_dir) / "registration", prefix=f"sub-{s:02d}",
+                type_of_transform=reg["type_of_transform"], metric=reg["metric"],
+                iterations=reg["iterations"], seed=reg["seed"],
+                moving_mask_img=nib.load(nsd_root / keys.brainmask_key(s))), anat)
+    return out
+
+
 @pytest.fixture
 def torch_one_thread():
     """Tiny tensors: OpenMP spin-waiting on a shared 2-core machine costs more than it gains."""

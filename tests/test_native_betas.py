@@ -31,7 +31,7 @@ import numpy as np
 import pytest
 import yaml
 
-from conftest import REPO, TOY, run_workflow, toy_config
+from conftest import REPO, TOY, register_toy_subjects, run_workflow, toy_config
 from rest2visual import cli
 from rest2visual.dataset.layout import TRIAL_COLUMNS
 from rest2visual.decode.native_betas import zscore_per_session
@@ -40,9 +40,8 @@ from rest2visual.nsd import keys
 from rest2visual.nsd.simulate import truth
 from rest2visual.preprocess.native import NativeResampler
 from rest2visual.preprocess.nsd_transform import FSL_1MM_AFFINE
-from rest2visual.preprocess.registration import register_to_mni
 from rest2visual.preprocess.resample import MniResampler, sidecar_path, warp_to_mni
-from rest2visual.preprocess.template import Grid, mni_brain_mask, mni_template
+from rest2visual.preprocess.template import Grid, mni_brain_mask
 
 CONFIG = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
 RES_MM = TOY["mni_resolution_mm"]
@@ -53,28 +52,19 @@ MIN_CORRELATION = 0.95
 @pytest.fixture(scope="module")
 def bridge(toy_nsd, tmp_path_factory):
     """Each toy subject registered, and one session's measured betas in MNI."""
-    reg = CONFIG["registration"]
     out = tmp_path_factory.mktemp("bridge")
     nsd = Path(toy_nsd.nsd_root)
-    template, mask_img = mni_template(RES_MM), mni_brain_mask(RES_MM)
+    mask_img = mni_brain_mask(RES_MM)
     grid = MaskedGrid.from_img(mask_img)
     subjects = {}
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS", "2")  # as the rule's --threads
-        for s in TOY["subjects"]:
-            anat = nib.load(nsd / keys.anatomy_key(s))
-            result = register_to_mni(
-                anat, template, out_dir=out / "registration", prefix=f"sub-{s:02d}",
-                type_of_transform=reg["type_of_transform"], metric=reg["metric"],
-                iterations=reg["iterations"], seed=reg["seed"],
-                moving_mask_img=nib.load(nsd / keys.brainmask_key(s)))
-            forward = MniResampler.from_composite(result.composite, anat)
-            native_betas = nib.load(nsd / keys.betas_key(s, SESSION))
-            mni = warp_to_mni(native_betas, forward, mask_img=mask_img)
-            measured = grid.to_vectors(np.asarray(mni.dataobj)) / 300.0  # % signal change
-            subjects[s] = dict(registration=result, forward=forward, anat=anat,
-                               measured=measured.astype(np.float32),
-                               roi=nsd / keys.nsdgeneral_key(s))
+    for s, (result, anat) in register_toy_subjects(nsd, out, RES_MM).items():
+        forward = MniResampler.from_composite(result.composite, anat)
+        native_betas = nib.load(nsd / keys.betas_key(s, SESSION))
+        mni = warp_to_mni(native_betas, forward, mask_img=mask_img)
+        measured = grid.to_vectors(np.asarray(mni.dataobj)) / 300.0  # % signal change
+        subjects[s] = dict(registration=result, forward=forward, anat=anat,
+                           measured=measured.astype(np.float32),
+                           roi=nsd / keys.nsdgeneral_key(s))
     return dict(out=out, nsd=nsd, truth=Path(toy_nsd.truth_root), grid=grid,
                 mni_grid=Grid(shape=grid.shape, affine=grid.affine), subjects=subjects)
 

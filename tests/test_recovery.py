@@ -39,15 +39,14 @@ import numpy as np
 import pytest
 import yaml
 
-from conftest import REPO, TOY
+from conftest import REPO, TOY, register_toy_subjects
 from rest2visual.maskvec import MaskedGrid
 from rest2visual.nsd import keys
 from rest2visual.nsd.simulate import truth
 from rest2visual.preprocess.evoked import write_evoked_betas
-from rest2visual.preprocess.registration import register_to_mni
 from rest2visual.preprocess.resample import MniResampler, warp_to_mni
 from rest2visual.preprocess.rest_map import load_confounds, pcc_seed_zmap
-from rest2visual.preprocess.template import mni_brain_mask, mni_template
+from rest2visual.preprocess.template import mni_brain_mask
 
 CONFIG = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
 RES_MM = TOY["mni_resolution_mm"]
@@ -60,23 +59,11 @@ def _corr(a: np.ndarray, b: np.ndarray) -> float:
 
 @pytest.fixture(scope="module")
 def pipeline(toy_nsd, tmp_path_factory):
-    """Each toy subject registered as the workflow does it (2 ITK threads)."""
-    reg = CONFIG["registration"]
+    """Each toy subject registered as the workflow does it."""
     out = tmp_path_factory.mktemp("recovery")
     nsd = Path(toy_nsd.nsd_root)
-    template = mni_template(RES_MM)
-    resamplers = {}
-    with pytest.MonkeyPatch.context() as mp:
-        # read when ITK makes its first thread pool (the rule runs `register --threads 2`)
-        mp.setenv("ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS", "2")
-        for s in TOY["subjects"]:
-            anat = nib.load(nsd / keys.anatomy_key(s))
-            result = register_to_mni(
-                anat, template, out_dir=out / "registration", prefix=f"sub-{s:02d}",
-                type_of_transform=reg["type_of_transform"], metric=reg["metric"],
-                iterations=reg["iterations"], seed=reg["seed"],
-                moving_mask_img=nib.load(nsd / keys.brainmask_key(s)))
-            resamplers[s] = MniResampler.from_composite(result.composite, anat)
+    resamplers = {s: MniResampler.from_composite(result.composite, anat)
+                  for s, (result, anat) in register_toy_subjects(nsd, out, RES_MM).items()}
     mask_img = mni_brain_mask(RES_MM)
     return dict(nsd=nsd, truth=Path(toy_nsd.truth_root), out=out, resamplers=resamplers,
                 mask_img=mask_img, brain=np.asarray(mask_img.dataobj) > 0)

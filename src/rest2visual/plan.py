@@ -19,7 +19,6 @@ the base config, so ``rest2visual plan`` works from any folder.
 from __future__ import annotations
 
 import argparse
-import math
 import re
 import sys
 from dataclasses import dataclass

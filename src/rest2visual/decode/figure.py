@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import argparse
 
-import numpy as np
-
 from rest2visual.atomic import save_figure
 from rest2visual.decode.names import WHICH
 from rest2visual.decode.table2 import pair_by_subject, read_stimuli
