@@ -41,14 +41,15 @@ import numpy as np
 from scipy import ndimage
 
 from rest2visual.checks import InputError
-from rest2visual.evaluate.metrics import pearson_rows
+from rest2visual.evaluate.metrics import pearson_rows, ssim_index_map
 
 #: MindEye2's sizes: every image first to EVAL_SIZE², PixCorr and SSIM at PIXEL_SIZE²
 EVAL_SIZE, PIXEL_SIZE = 256, 425
 #: scikit-image's rgb2gray weights (ITU-R 709 luma)
 GRAY_WEIGHTS = np.array([0.2125, 0.7154, 0.0721])
-#: SSIM as MindEye2 calls scikit-image: Gaussian σ, truncation (in σ), constants, data range
-SSIM_SIGMA, SSIM_TRUNCATE, SSIM_K1, SSIM_K2, SSIM_DATA_RANGE = 1.5, 3.5, 0.01, 0.03, 1.0
+#: SSIM as MindEye2 calls scikit-image: Gaussian σ, truncation (in σ), data range (K1, K2:
+#: scikit-image's, in ``evaluate.metrics.ssim_index_map``)
+SSIM_SIGMA, SSIM_TRUNCATE, SSIM_DATA_RANGE = 1.5, 3.5, 1.0
 IMAGENET = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 CLIP_NORM = ((0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711))
 
@@ -112,10 +113,8 @@ def ssim2d(a: np.ndarray, b: np.ndarray) -> float:
     def smooth(x):
         return ndimage.gaussian_filter(x, sigma=SSIM_SIGMA, truncate=SSIM_TRUNCATE, mode="reflect")
 
-    ua, ub = smooth(a), smooth(b)
-    va, vb, vab = smooth(a * a) - ua * ua, smooth(b * b) - ub * ub, smooth(a * b) - ua * ub
-    c1, c2 = (SSIM_K1 * SSIM_DATA_RANGE) ** 2, (SSIM_K2 * SSIM_DATA_RANGE) ** 2
-    ssim = ((2 * ua * ub + c1) * (2 * vab + c2)) / ((ua**2 + ub**2 + c1) * (va + vb + c2))
+    # population covariances (use_sample_covariance=False in MindEye2's call)
+    ssim = ssim_index_map(a, b, smooth, SSIM_DATA_RANGE)
     return float(ssim[radius:-radius, radius:-radius].mean())
 
 

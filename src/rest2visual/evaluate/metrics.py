@@ -308,12 +308,24 @@ def _ssim_map(x, y, data_range, *, win_size, gaussian) -> tuple[np.ndarray, int]
     x = np.asarray(x, dtype=np.float64)
     y = np.asarray(y, dtype=np.float64)
     cov_norm = win_size**3 / (win_size**3 - 1)  # sample covariance, skimage's default
+    return ssim_index_map(x, y, smooth, data_range, cov_norm=cov_norm), radius
+
+
+def ssim_index_map(x: np.ndarray, y: np.ndarray, smooth, data_range, *,
+                   cov_norm: float = 1.0) -> np.ndarray:
+    """Wang et al. (2004) SSIM map of two float64 arrays of one shape.
+
+    ``smooth``: the local-window filter (linear, e.g. a Gaussian or box filter over
+    the spatial axes); ``data_range``: scalar, or broadcastable against the arrays;
+    ``cov_norm``: factor of the local (co)variances (n/(n−1) for sample covariances,
+    1 for population ones). Constants K1 = 0.01, K2 = 0.03, as scikit-image.
+    """
     ux, uy = smooth(x), smooth(y)
     vx = cov_norm * (smooth(x * x) - ux * ux)
     vy = cov_norm * (smooth(y * y) - uy * uy)
     vxy = cov_norm * (smooth(x * y) - ux * uy)
     c1, c2 = (_K1 * data_range) ** 2, (_K2 * data_range) ** 2
-    return ((2 * ux * uy + c1) * (2 * vxy + c2)) / ((ux**2 + uy**2 + c1) * (vx + vy + c2)), radius
+    return ((2 * ux * uy + c1) * (2 * vxy + c2)) / ((ux**2 + uy**2 + c1) * (vx + vy + c2))
 
 
 def _cropped_mean(ssim, radius: int, box, grid_shape) -> np.ndarray:
